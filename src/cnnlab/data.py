@@ -116,7 +116,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
         raise ValueError(f"{path}: header says {dims} but holds {data.size} bytes (truncated?)")
-    return data.reshape(dims)
+    return data.reshape(dims).copy()  # writable, detached from the file buffer
 
 
 def stratified_indices(labels: Tensor, size: int, generator: torch.Generator) -> Tensor:
@@ -284,7 +284,7 @@ def load_dataset(
             small-data regime in which regularization shows); ``None`` keeps all of them.
         seed: seeds the validation hold-out and the subset draw (same seed, same splits).
         val_size: images held out of the training files for validation (default: 10% of them,
-            at most 5,000).
+            at most 2,000).
     Returns:
         A :class:`Dataset`. Pixel values are standardized per channel with the mean and
         standard deviation of the returned training split: ``x' = (x - mean) / std``.
@@ -320,7 +320,7 @@ def load_dataset(
         x_pool, y_pool = _to_nchw(tx), torch.from_numpy(np.asarray(ty, dtype=np.int64))
         x_test, y_test = _to_nchw(vx), torch.from_numpy(np.asarray(vy, dtype=np.int64))
 
-    n_val = val_size if val_size is not None else min(len(y_pool) // 10, 5000)
+    n_val = val_size if val_size is not None else min(len(y_pool) // 10, 2000)
     if n_val >= len(y_pool):
         raise ValueError(f"Invalid val_size: {n_val} (only {len(y_pool)} training images)")
     val_idx = stratified_indices(y_pool, n_val, gen)

@@ -124,7 +124,7 @@ def make_optimizer(
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1024
+    model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 256
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` in eval mode (restores the previous mode)."""
     was_training = model.training

@@ -1,0 +1,325 @@
+"""Sweeps over (parameter value x seeds), cached on disk, summarized as mean and 95% CI.
+
+A :class:`RunConfig` describes one training run completely. :func:`run` trains it for one seed and
+returns a JSON-ready row. :func:`sweep` runs one configuration over several values of one of its
+fields and several seeds; every finished run is written to the cache as one JSON file keyed by
+the full configuration, the seed, the runner and the device, so re-running a notebook, rebuilding
+the book or resuming an interrupted sweep only trains what is missing. A corrupt cache file is
+recomputed, never trusted. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnlab.data import load_dataset
+from cnnlab.models import build_model
+from cnnlab.train import Hook, fit, progress_enabled
+
+__all__ = [
+    "CACHE_VERSION",
+    "RunConfig",
+    "SweepResult",
+    "cache_dir",
+    "confidence_interval",
+    "hooks_for",
+    "run",
+    "run_cached",
+    "summarize",
+    "sweep",
+]
+
+CACHE_VERSION = 1  # bump when the meaning of a cached row changes
+
+Row = dict[str, Any]
+Runner = Callable[["RunConfig", int], Row]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one training run (apart from the seed)."""
+
+    dataset: str = "digits"  # a name of cnnlab.data.DATASETS
+    train_size: int | None = None  # stratified training subset; None = the whole training split
+    width: int = 16  # channels of the first convolution (the second has twice as many)
+    batch_norm: bool = False  # BatchNorm2d after each convolution
+    dropout: float = 0.0  # dropout rate before the fully connected layers
+    epochs: int = 5  # passes over the training split
+    lr: float = 0.05  # learning rate
+    batch_size: int = 64  # mini-batch size
+    optimizer: str = "sgd"  # "sgd" (momentum), "adam" or "adamw"
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 0.0  # the optimizer's own weight decay
+    l1: float = 0.0  # lambda of an L1 penalty added to the loss (0 = off)
+    l2: float = 0.0  # lambda of an L2 penalty added to the loss (0 = off)
+    clip_weights: float | None = None  # clamp every weight to [-r, r] after each step (None = off)
+    clip_grad_norm: float | None = None  # clip the total gradient norm after backward (None = off)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid field."""
+        for name in ("l1", "l2", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Invalid {name} value: {getattr(self, name)} (must be >= 0)")
+        for name in ("clip_weights", "clip_grad_norm"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"Invalid {name} value: {value} (must be > 0, or None for off)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"Invalid dropout value: {self.dropout} (must be in [0, 1))")
+        if not self.lr > 0:
+            raise ValueError(f"Invalid learning rate: {self.lr} (must be > 0)")
+
+
+def hooks_for(config: RunConfig) -> list[Hook]:
+    """The training hooks that ``config``'s technique fields switch on."""
+    from cnnlab.techniques import L1, L2, GradientClipping, WeightClipping
+
+    hooks: list[Hook] = []
+    if config.l1 > 0:
+        hooks.append(L1(config.l1))
+    if config.l2 > 0:
+        hooks.append(L2(config.l2))
+    if config.clip_grad_norm is not None:
+        hooks.append(GradientClipping(max_norm=config.clip_grad_norm))
+    if config.clip_weights is not None:
+        hooks.append(WeightClipping(config.clip_weights))
+    return hooks
+
+
+def run(config: RunConfig, seed: int) -> Row:
+    """Train ``config`` once with ``seed`` (data split, initial weights and batch order).
+
+    Returns:
+        A JSON-ready row: the config fields, ``seed``, the final metrics (``test_acc``,
+        ``val_acc``, ``train_acc``, ``train_loss``, ``gap`` = train_acc - test_acc),
+        ``diverged``, ``train_time`` in seconds, per-epoch ``history`` and ``weights``
+        statistics of the trained model.
+    """
+    from cnnlab.techniques import weight_stats
+
+    config.validate()
+    data = load_dataset(config.dataset, train_size=config.train_size, seed=seed)
+    model = build_model(
+        data.input_shape, data.num_classes, seed=seed, width=config.width,
+        batch_norm=config.batch_norm, dropout=config.dropout,
+    )
+    hist = fit(
+        model, data, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+        optimizer=config.optimizer, momentum=config.momentum,
+        weight_decay=config.weight_decay, seed=seed, hooks=hooks_for(config), progress=False,
+    )
+    return {
+        **config.to_dict(),
+        "seed": seed,
+        "test_acc": hist.test_acc,
+        "val_acc": hist.val_acc[-1],
+        "train_acc": hist.train_acc[-1],
+        "train_loss": hist.train_loss[-1],
+        "gap": hist.train_acc[-1] - hist.test_acc,
+        "diverged": hist.diverged,
+        "train_time": hist.train_time,
+        "history": hist.to_dict(),
+        "weights": weight_stats(model),
+    }
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """``path``, else ``$CNNLAB_CACHE``, else ``~/.cache/cnnlab/runs``."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("CNNLAB_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "cnnlab" / "runs"
+
+
+def _runner_name(runner: Runner) -> str:
+    return f"{runner.__module__}.{runner.__qualname__}"
+
+
+def _device_kind() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cache_key(config: RunConfig, seed: int, runner: Runner = run) -> str:
+    """A stable hash of everything that determines a row."""
+    payload = {
+        "config": config.to_dict(),
+        "seed": seed,
+        "runner": _runner_name(runner),
+        "device": _device_kind(),
+        "version": CACHE_VERSION,
+    }
+    blob = json.dumps(payload, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def _read_row(path: Path) -> Row | None:
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # missing or corrupt: recompute
+    return row if isinstance(row, dict) and "seed" in row else None
+
+
+def _write_row(path: Path, row: Row) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(row, f)
+    os.replace(tmp, path)  # atomic: an interrupted write never leaves half a file behind
+
+
+def run_cached(
+    config: RunConfig,
+    seed: int,
+    *,
+    runner: Runner = run,
+    cache: str | os.PathLike | None = None,
+    use_cache: bool = True,
+) -> Row:
+    """:func:`run` (or ``runner``) through the on-disk cache."""
+    path = cache_dir(cache) / f"{cache_key(config, seed, runner)}.json"
+    if use_cache:
+        row = _read_row(path)
+        if row is not None:
+            return row
+    row = runner(config, seed)
+    if use_cache:
+        _write_row(path, row)
+    return row
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def confidence_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided Student-t confidence interval of the mean.
+
+    ``mean ± t_{(1+level)/2, n-1} · s / sqrt(n)`` with ``s`` the sample standard deviation.
+    Non-finite values are dropped; with a single value the interval is ``(mean, mean)``.
+
+    Returns:
+        ``(mean, low, high)``; all NaN when no finite value is left.
+    """
+    from scipy import stats
+
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return (math.nan, math.nan, math.nan)
+    n = len(xs)
+    mean = sum(xs) / n
+    if n == 1:
+        return (mean, mean, mean)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
+    return (mean, mean - half, mean + half)
+
+
+def summarize(
+    rows: Iterable[Row], param: str, metrics: Sequence[str] = ("test_acc", "train_acc", "gap")
+) -> list[Row]:
+    """Group ``rows`` by ``param`` (in first-seen order) into mean / 95% CI per metric.
+
+    Each summary row has ``param``'s value, ``n`` runs, ``n_diverged``, and for every metric
+    ``m``: ``m`` (the mean), ``m_low`` and ``m_high`` (the CI). Diverged runs count in ``n`` and
+    are averaged in with their (chance-level) accuracy, so divergence lowers the mean visibly.
+    """
+    groups: dict[Any, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(_hashable(row[param]), []).append(row)
+    out = []
+    for value, group in groups.items():
+        summary: Row = {param: group[0][param], "n": len(group),
+                        "n_diverged": sum(bool(r.get("diverged")) for r in group)}
+        for m in metrics:
+            mean, low, high = confidence_interval([r[m] for r in group if m in r])
+            summary.update({m: mean, f"{m}_low": low, f"{m}_high": high})
+        summary["train_time"] = sum(r.get("train_time", 0.0) for r in group) / len(group)
+        out.append(summary)
+    return out
+
+
+def _hashable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
+
+
+@dataclass
+class SweepResult:
+    """Rows of a sweep (one per run) and their summary (one per parameter value)."""
+
+    param: str  # the RunConfig field that was varied
+    values: list[Any]  # its values, in order
+    rows: list[Row]  # one per (value, seed)
+    summary: list[Row]  # one per value: mean and 95% CI of each metric
+
+    def column(self, metric: str) -> list[float]:
+        """``metric``'s mean per value, in the order of ``values``."""
+        return [s[metric] for s in self.summary]
+
+
+def sweep(
+    base: RunConfig,
+    param: str,
+    values: Sequence[Any],
+    seeds: int | Sequence[int] = 5,
+    *,
+    runner: Runner = run,
+    cache: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    progress: bool | None = None,
+    metrics: Sequence[str] = ("test_acc", "train_acc", "gap"),
+) -> SweepResult:
+    """Run ``base`` with ``param`` set to each of ``values``, for each seed.
+
+    Args:
+        base: the configuration the sweep starts from.
+        param: a :class:`RunConfig` field name.
+        values: the values to try (each is validated before anything trains).
+        seeds: a count (seeds ``0..n-1``) or an explicit list.
+        runner: ``(config, seed) -> row``; must be a module-level function (its qualified name
+            is part of the cache key).
+        cache: the cache folder (default :func:`cache_dir`).
+        use_cache: ``False`` always trains and writes nothing.
+        progress: a ``tqdm`` bar over runs; ``None`` follows CNNLAB_PROGRESS.
+        metrics: row fields to summarize.
+    Returns:
+        A :class:`SweepResult`.
+    """
+    names = {f.name for f in fields(RunConfig)}
+    if param not in names:
+        raise ValueError(f"Unknown sweep parameter: {param!r} (a RunConfig field: {sorted(names)})")
+    if not values:
+        raise ValueError("Invalid values: the sweep needs at least one value")
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seed_list:
+        raise ValueError(f"Invalid seeds: {seeds!r} (need at least one seed)")
+    configs = [replace(base, **{param: v}) for v in values]
+    for c in configs:
+        c.validate()  # fail on a bad value before hours of training, not after
+    from tqdm.auto import tqdm
+
+    jobs = [(c, s) for c in configs for s in seed_list]
+    rows = []
+    bar = tqdm(jobs, desc=f"sweep {param}", disable=not progress_enabled(progress))
+    for config, seed in bar:
+        bar.set_postfix({param: getattr(config, param), "seed": seed})
+        rows.append(run_cached(config, seed, runner=runner, cache=cache, use_cache=use_cache))
+    bar.close()
+    return SweepResult(param=param, values=list(values), rows=rows,
+                       summary=summarize(rows, param, metrics))

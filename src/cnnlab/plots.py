@@ -1,0 +1,266 @@
+"""Pure functions from results to matplotlib figures, and a static slider for the published page.
+
+Nothing here trains or computes results: every function takes rows / summaries / tensors and
+returns a ``matplotlib.figure.Figure`` (or HTML). :func:`slider_html` turns a list of figures into
+a self-contained HTML slider (inline PNGs + a few lines of JavaScript, nothing loaded from the
+internet) that works on the static site without a kernel.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = [
+    "figure_to_png",
+    "image_grid",
+    "plot_histories",
+    "plot_sweep",
+    "plot_weight_hist",
+    "slider_html",
+    "sweep_slider",
+]
+
+Row = dict[str, Any]
+
+
+def _new_axes(ax: Any = None, figsize: tuple[float, float] = (5.5, 3.5)) -> tuple[Figure, Any]:
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return fig, ax
+
+
+def _positions(values: Sequence[Any]) -> tuple[list[float], list[str], bool]:
+    """x positions for parameter values: numeric ones as numbers, others evenly spaced."""
+    labels = ["off" if v is None else str(v) for v in values]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    if numeric:
+        return [float(v) for v in values], labels, True
+    return list(range(len(values))), labels, False
+
+
+def plot_sweep(
+    summary: Sequence[Row] | Any,
+    metric: str = "test_acc",
+    *,
+    param: str | None = None,
+    ax: Any = None,
+    label: str | None = None,
+    logx: bool = False,
+    marker: str = "o",
+    highlight: Any = None,
+) -> Figure:
+    """Mean of ``metric`` per parameter value with its 95% CI as error bars.
+
+    Args:
+        summary: a :class:`~cnnlab.experiments.SweepResult` or its ``summary`` rows.
+        metric: the summarized field (``test_acc``, ``gap``, ...).
+        param: the varied field (taken from a SweepResult when not given).
+        ax: draw into these axes instead of a new figure.
+        label: legend label.
+        logx: logarithmic x axis (for learning rates and lambdas; zero is drawn at the left).
+        highlight: a parameter value to mark with a vertical line.
+    """
+    if hasattr(summary, "summary"):
+        param = param or summary.param
+        summary = summary.summary
+    if param is None:
+        raise ValueError("plot_sweep needs `param` when given plain summary rows")
+    values = [s[param] for s in summary]
+    xs, ticklabels, numeric = _positions(values)
+    if logx and numeric:
+        positive = [x for x in xs if x > 0]
+        floor = min(positive) / 10 if positive else 1e-3
+        xs = [x if x > 0 else floor for x in xs]
+    mean = np.array([s[metric] for s in summary], dtype=float)
+    low = np.array([s.get(f"{metric}_low", np.nan) for s in summary], dtype=float)
+    high = np.array([s.get(f"{metric}_high", np.nan) for s in summary], dtype=float)
+    yerr = np.vstack([np.nan_to_num(mean - low), np.nan_to_num(high - mean)])
+    fig, ax = _new_axes(ax)
+    container = ax.errorbar(xs, mean, yerr=yerr, marker=marker, capsize=3, label=label)
+    color = container[0].get_color()
+    for x, s in zip(xs, summary):
+        if s.get("n_diverged"):
+            ax.annotate(f"{s['n_diverged']}/{s['n']} diverged", (x, s[metric]), fontsize=7,
+                        color=color, xytext=(3, 6), textcoords="offset points")
+    if logx and numeric:
+        ax.set_xscale("log")
+    if not numeric or logx:
+        ax.set_xticks(xs, ticklabels)
+    if highlight is not None and highlight in values:
+        ax.axvline(xs[values.index(highlight)], color="0.6", ls="--", lw=1)
+    ax.set_xlabel(param)
+    ax.set_ylabel(f"{metric} (mean, 95% CI)")
+    ax.grid(alpha=0.3)
+    if label:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def plot_histories(
+    histories: Mapping[str, Any], metric: str = "val_acc", *, ax: Any = None
+) -> Figure:
+    """One curve per run: ``metric`` per epoch. Values are Histories or their dicts; a list of
+    them is drawn as a mean curve with a band from min to max."""
+    fig, ax = _new_axes(ax)
+    for name, hist in histories.items():
+        runs = hist if isinstance(hist, (list, tuple)) else [hist]
+        series = [np.asarray(h[metric] if isinstance(h, Mapping) else getattr(h, metric), float)
+                  for h in runs]
+        length = max(len(s) for s in series)
+        padded = np.full((len(series), length), np.nan)
+        for i, s in enumerate(series):
+            padded[i, : len(s)] = s
+        epochs = np.arange(1, length + 1)
+        with np.errstate(all="ignore"):
+            line = ax.plot(epochs, np.nanmean(padded, 0), marker=".", label=name)[0]
+            if len(series) > 1:
+                ax.fill_between(epochs, np.nanmin(padded, 0), np.nanmax(padded, 0),
+                                color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_weight_hist(
+    weights: Mapping[str, Any], *, bins: int = 60, ax: Any = None, log: bool = True,
+    range_: tuple[float, float] | None = None,
+) -> Figure:
+    """Overlaid histograms of weight values; each value is a tensor or an iterable of tensors."""
+    fig, ax = _new_axes(ax)
+    flat = {}
+    for name, w in weights.items():
+        tensors = [w] if hasattr(w, "detach") else list(w)
+        flat[name] = np.concatenate([t.detach().cpu().flatten().numpy() for t in tensors])
+    if range_ is None:
+        lim = max(float(np.abs(v).max()) for v in flat.values()) or 1.0
+        range_ = (-lim, lim)
+    for name, v in flat.items():
+        ax.hist(v, bins=bins, range=range_, histtype="step", lw=1.5, label=name, log=log)
+    ax.set_xlabel("weight value")
+    ax.set_ylabel("count" + (" (log)" if log else ""))
+    ax.legend(fontsize=8)
+    return fig
+
+
+def image_grid(
+    x: Any, y: Any, classes: Sequence[str], *, n: int = 10, per_class: bool = True
+) -> Figure:
+    """A grid of example images (first channel or RGB), one column per class when
+    ``per_class``: ``n`` rows of examples of each class."""
+    x, y = np.asarray(x), np.asarray(y)
+    k = len(classes)
+    rows = n if per_class else math.ceil(n / 10)
+    fig, axes = plt.subplots(rows, k, figsize=(k * 0.9, rows * 0.95), squeeze=False)
+    for c in range(k):
+        idx = np.flatnonzero(y == c)[:rows]
+        for r in range(rows):
+            ax = axes[r][c]
+            ax.axis("off")
+            if r < len(idx):
+                img = x[idx[r]]
+                img = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
+                ax.imshow(img, cmap="gray_r" if img.ndim == 2 else None)
+        axes[0][c].set_title(classes[c], fontsize=7)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05, top=0.9)
+    return fig
+
+
+def figure_to_png(fig: Figure, *, dpi: int = 80, close: bool = True) -> bytes:
+    """Render ``fig`` to PNG bytes (and close it, so notebooks do not show it twice)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    if close:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def slider_html(
+    frames: Sequence[tuple[str, Figure]], *, label: str = "value", start: int = 0, dpi: int = 80
+) -> str:
+    """A self-contained HTML slider that switches between precomputed figures.
+
+    Works on a static page without a kernel and loads nothing from outside: the frames are
+    inline PNGs and the behaviour is a few lines of inline JavaScript. Each figure is closed.
+
+    Args:
+        frames: ``(caption, figure)`` pairs in slider order.
+        label: the name shown before the current caption.
+        start: the frame shown first.
+    Returns:
+        HTML for ``IPython.display.HTML``. The root element has class ``cnnlab-slider``, the
+        range input ``cnnlab-slider-input``, the image ``cnnlab-slider-img`` (browser tests use
+        these).
+    """
+    if not frames:
+        raise ValueError("slider_html needs at least one frame")
+    if not 0 <= start < len(frames):
+        raise ValueError(f"Invalid start frame: {start} (there are {len(frames)} frames)")
+    uid = f"cnnlab-slider-{uuid.uuid4().hex[:10]}"
+    srcs = ["data:image/png;base64," + base64.b64encode(figure_to_png(f, dpi=dpi)).decode()
+            for _, f in frames]
+    captions = [str(c) for c, _ in frames]
+    imgs = "".join(
+        f'<img class="cnnlab-slider-img" alt="{html.escape(label)} = {html.escape(c)}" '
+        f'src="{s}" style="max-width:100%;display:{"block" if i == start else "none"}">'
+        for i, (c, s) in enumerate(zip(captions, srcs))
+    )
+    caps = html.escape(repr(captions).replace("'", '"'))
+    return (
+        f'<div class="cnnlab-slider" id="{uid}" data-captions="{caps}">'
+        f'<label style="font-family:sans-serif;font-size:0.9em">{html.escape(label)}: '
+        f'<input class="cnnlab-slider-input" type="range" min="0" max="{len(frames) - 1}" '
+        f'step="1" value="{start}" style="vertical-align:middle;width:14em"> '
+        f'<b class="cnnlab-slider-caption">{html.escape(captions[start])}</b></label>'
+        f"{imgs}</div>"
+        "<script>(function(){"
+        f'var root=document.getElementById("{uid}");'
+        'var input=root.querySelector(".cnnlab-slider-input");'
+        'var imgs=root.querySelectorAll(".cnnlab-slider-img");'
+        'var caps=JSON.parse(root.getAttribute("data-captions"));'
+        'var cap=root.querySelector(".cnnlab-slider-caption");'
+        'input.addEventListener("input",function(){var k=+input.value;'
+        'imgs.forEach(function(im,i){im.style.display=(i===k)?"block":"none";});'
+        "cap.textContent=caps[k];});"
+        "})();</script>"
+    )
+
+
+def sweep_slider(
+    result: Any,
+    metric: str = "test_acc",
+    *,
+    logx: bool = False,
+    curves: Sequence[str] = ("train_acc", "val_acc"),
+    dpi: int = 70,
+) -> str:
+    """The static counterpart of a live panel: one frame per swept value, each showing that
+    value's learning curves (mean over seeds, min-max band) beside the whole sweep with the
+    value marked. Returns :func:`slider_html`."""
+    frames = []
+    for value in result.values:
+        rows = [r for r in result.rows if r[result.param] == value]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
+        for c in curves:
+            plot_histories({c: [r["history"] for r in rows]}, c, ax=left)
+        left.set_ylabel("accuracy")
+        diverged = sum(bool(r.get("diverged")) for r in rows)
+        note = f", {diverged}/{len(rows)} diverged" if diverged else ""
+        left.set_title(f"{result.param} = {value}: learning curves ({len(rows)} seeds{note})",
+                       fontsize=9)
+        plot_sweep(result, metric, ax=right, logx=logx, highlight=value)
+        right.set_title(f"{metric} over the sweep", fontsize=9)
+        frames.append((str(value), fig))
+    return slider_html(frames, label=result.param, dpi=dpi)
