@@ -222,7 +222,8 @@ def weight_stats(
         raise ValueError(f"Invalid threshold: {threshold!r} (must be > 0)")
     params = penalized_parameters(module, include_bias=include_bias)
     if not params:
-        return dict(l1=0.0, l2=0.0, l2_norm=0.0, abs_max=0.0, frac_near_zero=0.0, count=0)
+        zero = ("l1", "l2", "l2_norm", "abs_max", "frac_near_zero")
+        return {**dict.fromkeys(zero, 0.0), "count": 0}
     flat = torch.cat([p.detach().flatten().double() for p in params])  # (count,)
     absw = flat.abs()
     l2 = float(flat.pow(2).sum())

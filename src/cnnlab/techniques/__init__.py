@@ -1,0 +1,62 @@
+"""The article's techniques, correct and tested against PyTorch: one module per article section.
+
+* :mod:`~cnnlab.techniques.clipping`: weight clipping and gradient clipping (section 4.1).
+* :mod:`~cnnlab.techniques.regularization`: L1 / L2 penalties and weight decay (section 4.2).
+* :mod:`~cnnlab.techniques.normalization`: batch normalization (section 4.3).
+* :mod:`~cnnlab.techniques.dropout`: inverted dropout (section 4.4).
+* :mod:`~cnnlab.techniques.conv`: convolution as im2col + matmul, separable convolution,
+  parameter and FLOP counts (section 4.5).
+
+Each is a functional core plus a thin ``nn.Module``, or a :class:`~cnnlab.train.Hook` for
+:func:`~cnnlab.train.fit`. The article's own (broken) code lives in :mod:`cnnlab.article`.
+"""
+
+from cnnlab.techniques.clipping import GradientClipping, WeightClipping, clip_weights_, grad_norm
+from cnnlab.techniques.conv import (
+    DepthwiseSeparableConv2d,
+    conv2d,
+    conv2d_flops,
+    conv2d_naive,
+    conv_output_size,
+    count_params,
+    im2col_bytes,
+)
+from cnnlab.techniques.dropout import Dropout, Dropout2d, dropout, dropout2d
+from cnnlab.techniques.normalization import BatchNorm2d, activation_stats, batch_norm
+from cnnlab.techniques.regularization import (
+    L1,
+    L2,
+    decay_param_groups,
+    l1_penalty,
+    l2_penalty,
+    penalized_parameters,
+    weight_stats,
+)
+
+__all__ = [
+    "L1",
+    "L2",
+    "BatchNorm2d",
+    "DepthwiseSeparableConv2d",
+    "Dropout",
+    "Dropout2d",
+    "GradientClipping",
+    "WeightClipping",
+    "activation_stats",
+    "batch_norm",
+    "clip_weights_",
+    "conv2d",
+    "conv2d_flops",
+    "conv2d_naive",
+    "conv_output_size",
+    "count_params",
+    "decay_param_groups",
+    "dropout",
+    "dropout2d",
+    "grad_norm",
+    "im2col_bytes",
+    "l1_penalty",
+    "l2_penalty",
+    "penalized_parameters",
+    "weight_stats",
+]
