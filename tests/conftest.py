@@ -1,0 +1,21 @@
+import os
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+os.environ.setdefault("CNNLAB_PROGRESS", "0")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from cnnlab.data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture()
+def tmp_cache(tmp_path, monkeypatch):
+    path = tmp_path / "runs"
+    monkeypatch.setenv("CNNLAB_CACHE", str(path))
+    return path

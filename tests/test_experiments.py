@@ -1,0 +1,138 @@
+import json
+import math
+
+import pytest
+from scipy import stats
+
+from cnnlab.experiments import (
+    RunConfig,
+    cache_key,
+    confidence_interval,
+    run,
+    run_cached,
+    summarize,
+    sweep,
+)
+
+CALLS = []
+
+
+def fake_runner(config, seed):
+    """Deterministic stand-in for training: accuracy depends on dropout and seed."""
+    CALLS.append((config.dropout, seed))
+    acc = 0.9 - config.dropout / 10 + seed / 1000
+    return {**config.to_dict(), "seed": seed, "test_acc": acc, "train_acc": acc + 0.05,
+            "gap": 0.05, "diverged": False, "train_time": 0.1}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupting_runner(config, seed):
+    if len(CALLS) >= 3:
+        raise Interrupt
+    return fake_runner(config, seed)
+
+
+interrupting_runner.__qualname__ = "fake_runner"  # same cache entries as fake_runner
+
+
+@pytest.fixture(autouse=True)
+def clear_calls():
+    CALLS.clear()
+
+
+def test_confidence_interval_matches_scipy():
+    xs = [0.81, 0.84, 0.79, 0.86, 0.83]
+    mean, low, high = confidence_interval(xs)
+    lo, hi = stats.t.interval(0.95, len(xs) - 1, loc=sum(xs) / 5, scale=stats.sem(xs))
+    assert mean == pytest.approx(0.826)
+    assert (low, high) == pytest.approx((lo, hi))
+
+
+def test_confidence_interval_edge_cases():
+    assert confidence_interval([0.5]) == (0.5, 0.5, 0.5)
+    assert all(math.isnan(v) for v in confidence_interval([]))
+    assert confidence_interval([1.0, float("nan"), 3.0])[0] == 2.0
+
+
+def test_sweep_summarizes_per_value(tmp_cache):
+    res = sweep(RunConfig(), "dropout", [0.0, 0.5], 3, runner=fake_runner)
+    assert len(res.rows) == 6 and [s["dropout"] for s in res.summary] == [0.0, 0.5]
+    s0 = res.summary[0]
+    assert s0["n"] == 3 and s0["test_acc"] == pytest.approx(0.901)
+    assert s0["test_acc_low"] < s0["test_acc"] < s0["test_acc_high"]
+    assert res.column("test_acc") == [s["test_acc"] for s in res.summary]
+
+
+def test_cache_reuses_finished_runs(tmp_cache):
+    sweep(RunConfig(), "dropout", [0.0, 0.5], 2, runner=fake_runner)
+    assert len(CALLS) == 4
+    sweep(RunConfig(), "dropout", [0.0, 0.5, 0.25], 2, runner=fake_runner)
+    assert len(CALLS) == 6  # only the new value trained
+    files = list(tmp_cache.glob("*.json"))
+    assert len(files) == 6 and all(json.loads(f.read_text())["seed"] in (0, 1) for f in files)
+
+
+def test_interrupted_sweep_resumes(tmp_cache):
+    with pytest.raises(Interrupt):
+        sweep(RunConfig(), "dropout", [0.0, 0.5], 3, runner=interrupting_runner)
+    assert len(CALLS) == 3
+    CALLS.clear()
+    res = sweep(RunConfig(), "dropout", [0.0, 0.5], 3, runner=fake_runner)
+    assert len(CALLS) == 3 and len(res.rows) == 6  # the 3 finished runs came from the cache
+
+
+def test_corrupt_cache_entry_is_recomputed(tmp_cache):
+    row = run_cached(RunConfig(), 0, runner=fake_runner)
+    path = tmp_cache / f"{cache_key(RunConfig(), 0, fake_runner)}.json"
+    path.write_text('{"seed": 0, "test_acc": 0.9')  # truncated JSON
+    again = run_cached(RunConfig(), 0, runner=fake_runner)
+    assert again == row and len(CALLS) == 2
+    assert json.loads(path.read_text()) == row
+
+
+def test_cache_key_covers_config_seed_and_runner():
+    base = cache_key(RunConfig(), 0, fake_runner)
+    assert base == cache_key(RunConfig(), 0, fake_runner)
+    assert base != cache_key(RunConfig(dropout=0.1), 0, fake_runner)
+    assert base != cache_key(RunConfig(), 1, fake_runner)
+    assert base != cache_key(RunConfig(), 0, run)
+
+
+def test_use_cache_false_writes_nothing(tmp_cache):
+    sweep(RunConfig(), "dropout", [0.0], 2, runner=fake_runner, use_cache=False)
+    assert not tmp_cache.exists() or not list(tmp_cache.iterdir())
+
+
+@pytest.mark.parametrize(
+    "param,values,match",
+    [
+        ("dropuot", [0.1], "Unknown sweep parameter: 'dropuot'"),
+        ("dropout", [0.1, 1.5], "Invalid dropout value: 1.5"),
+        ("l2", [-0.1], "Invalid l2 value: -0.1"),
+        ("clip_weights", [0.0], "Invalid clip_weights value: 0.0"),
+        ("dropout", [], "at least one value"),
+    ],
+)
+def test_bad_sweeps_fail_before_training(tmp_cache, param, values, match):
+    with pytest.raises(ValueError, match=match):
+        sweep(RunConfig(), param, values, 2, runner=fake_runner)
+    assert CALLS == []
+
+
+def test_summarize_counts_diverged_runs():
+    rows = [{"lr": 1.0, "test_acc": 0.1, "diverged": True},
+            {"lr": 1.0, "test_acc": 0.9, "diverged": False}]
+    (s,) = summarize(rows, "lr", ("test_acc",))
+    assert s["n"] == 2 and s["n_diverged"] == 1 and s["test_acc"] == pytest.approx(0.5)
+
+
+def test_real_run_row(tmp_cache):
+    cfg = RunConfig(dataset="digits", width=4, epochs=2, l2=1e-3, clip_grad_norm=5.0)
+    row = run_cached(cfg, 0)
+    assert row["seed"] == 0 and row["l2"] == 1e-3 and 0.5 < row["test_acc"] <= 1.0
+    assert len(row["history"]["val_acc"]) == 2 and row["weights"]["count"] > 0
+    assert row["gap"] == pytest.approx(row["train_acc"] - row["test_acc"])
+    assert run_cached(cfg, 0) == json.loads(json.dumps(row))  # what the cache returns

@@ -1,0 +1,57 @@
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.models import SmallCNN, build_model
+
+
+@pytest.mark.parametrize("size,channels", [(8, 1), (28, 1), (32, 3), ((28, 20), 1)])
+def test_forward_shapes(size, channels):
+    model = SmallCNN(channels, 10, input_size=size, width=8)
+    h, w = (size, size) if isinstance(size, int) else size
+    out = model(torch.randn(4, channels, h, w))
+    assert out.shape == (4, 10)
+    assert model.flat_features == 16 * (h // 4) * (w // 4)
+
+
+def test_article_flatten_size_is_8x8_for_32x32_inputs():
+    model = SmallCNN(3, 10, input_size=32, width=32)
+    assert model.flat_features == 64 * 8 * 8 != 64 * 16 * 16
+
+
+def test_options_build_the_layers():
+    plain = SmallCNN(1, 10, input_size=8)
+    bn = SmallCNN(1, 10, input_size=8, batch_norm=True, dropout=0.5)
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.Dropout)) for m in plain.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in bn.modules()) == 2
+    assert sum(isinstance(m, nn.Dropout) for m in bn.modules()) == 2
+    sep = SmallCNN(1, 10, input_size=8, separable=True)
+    assert sep.conv2[0].groups == 8 * 4
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(sep) < n(plain)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(dropout=1.5), "Invalid dropout value: 1.5"),
+        (dict(width=0), "Invalid width value: 0"),
+        (dict(input_size=2), r"Invalid input_size: \(2, 2\)"),
+        (dict(input_size="big"), "Invalid input_size: 'big'"),
+    ],
+)
+def test_invalid_arguments(kwargs, match):
+    args = dict(input_size=8) | kwargs
+    with pytest.raises(ValueError, match=match):
+        SmallCNN(1, 10, **args)
+
+
+def test_build_model_is_seeded_and_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = build_model((1, 8, 8), 10, seed=5)
+    b = build_model((1, 8, 8), 10, seed=5)
+    c = build_model((1, 8, 8), 10, seed=6)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.testing.assert_close(a.conv1.weight, b.conv1.weight)
+    assert not torch.equal(a.conv1.weight, c.conv1.weight)

@@ -1,0 +1,166 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.models import build_model
+from cnnlab.train import History, Hook, evaluate, fit, make_optimizer, progress_enabled
+
+
+def small(digits, **kw):
+    return build_model(digits.input_shape, digits.num_classes, seed=0, width=8, **kw)
+
+
+def test_fit_learns_digits(digits):
+    hist = fit(small(digits, batch_norm=True), digits, epochs=3, lr=0.05)
+    assert hist.test_acc > 0.9
+    assert len(hist.train_loss) == len(hist.val_acc) == len(hist.epoch_time) == 3
+    assert hist.train_loss[-1] < hist.train_loss[0]
+    assert not hist.diverged and hist.steps == 3 * math.ceil(len(digits.train[1]) / 64)
+
+
+def test_same_seed_same_history_with_dropout(digits):
+    a = fit(small(digits, dropout=0.5), digits, epochs=2, lr=0.05, seed=3)
+    b = fit(small(digits, dropout=0.5), digits, epochs=2, lr=0.05, seed=3)
+    c = fit(small(digits, dropout=0.5), digits, epochs=2, lr=0.05, seed=4)
+    assert a.train_loss == b.train_loss and a.val_acc == b.val_acc and a.test_acc == b.test_acc
+    assert a.train_loss != c.train_loss
+
+
+def test_fit_restores_the_callers_rng(digits):
+    torch.manual_seed(7)
+    state = torch.random.get_rng_state()
+    fit(small(digits, dropout=0.3), digits, epochs=1, lr=0.05)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_divergence_is_reported_not_raised(digits):
+    hist = fit(small(digits), digits, epochs=5, lr=1e4)
+    assert hist.diverged
+    assert len(hist.train_loss) == 1  # stopped in the first epoch
+    assert hist.steps < math.ceil(len(digits.train[1]) / 64)  # ... at the first bad step
+    assert 0.0 <= hist.test_acc <= 0.3
+
+
+class Recorder(Hook):
+    def __init__(self):
+        self.calls = []
+
+    def on_fit_start(self, model, optimizer):
+        self.calls.append("start")
+
+    def transform_batch(self, x, y, generator):
+        self.calls.append("batch")
+        return x, y
+
+    def extra_loss(self, model):
+        self.calls.append("loss")
+        return torch.zeros(())
+
+    def after_backward(self, model):
+        assert all(p.grad is not None for p in model.parameters())
+        self.calls.append("backward")
+
+    def after_step(self, model):
+        self.calls.append("step")
+
+    def on_epoch_end(self, model, history):
+        self.calls.append("epoch")
+        return False
+
+    def on_fit_end(self, model, history):
+        self.calls.append("end")
+
+
+def test_hooks_are_called_in_order(digits):
+    rec = Recorder()
+    hist = fit(small(digits), digits, epochs=2, lr=0.01, hooks=[rec])
+    steps = hist.steps
+    assert rec.calls[0] == "start" and rec.calls[-1] == "end"
+    assert rec.calls[1:5] == ["batch", "loss", "backward", "step"]
+    assert rec.calls.count("step") == steps and rec.calls.count("epoch") == 2
+
+
+class StopAfter(Hook):
+    def __init__(self, n):
+        self.n = n
+
+    def on_epoch_end(self, model, history):
+        return history.epochs >= self.n
+
+
+def test_a_hook_can_stop_training(digits):
+    hist = fit(small(digits), digits, epochs=5, lr=0.05, hooks=[StopAfter(2)])
+    assert hist.epochs == 2 and hist.stopped_early
+
+
+class AddConstant(Hook):
+    def extra_loss(self, model):
+        return torch.tensor(10.0)
+
+
+def test_extra_loss_enters_the_training_loss(digits):
+    base = fit(small(digits), digits, epochs=1, lr=0.01)
+    plus = fit(small(digits), digits, epochs=1, lr=0.01, hooks=[AddConstant()])
+    assert plus.train_loss[0] == pytest.approx(base.train_loss[0] + 10.0, abs=1e-4)
+
+
+def test_evaluate_uses_eval_mode_and_restores_it(digits):
+    model = small(digits, dropout=0.9)
+    model.train()
+    a = evaluate(model, *digits.test)
+    b = evaluate(model, *digits.test)
+    assert a == b and model.training  # dropout off during evaluation, mode restored
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(epochs=0), "Invalid epochs value: 0"),
+        (dict(lr=-0.1), "Invalid learning rate: -0.1"),
+        (dict(lr=float("nan")), "Invalid learning rate: nan"),
+        (dict(batch_size=0), "Invalid batch_size value: 0"),
+        (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
+        (dict(optimizer="lion"), "Unknown optimizer: 'lion'"),
+    ],
+)
+def test_invalid_arguments(digits, kwargs, match):
+    args = dict(epochs=1, lr=0.1) | kwargs
+    with pytest.raises(ValueError, match=match):
+        fit(small(digits), digits, **args)
+
+
+@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
+                                      ("adamw", torch.optim.AdamW)])
+def test_make_optimizer(name, cls):
+    opt = make_optimizer(nn.Linear(2, 2).parameters(), name, lr=0.1, weight_decay=0.01)
+    assert isinstance(opt, cls) and opt.defaults["weight_decay"] == 0.01
+
+
+def test_a_ready_optimizer_is_used(digits):
+    model = small(digits)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    before = [p.clone() for p in model.parameters()]
+    fit(model, digits, epochs=1, lr=0.1, optimizer=opt)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_history_roundtrips_through_a_dict(digits):
+    hist = fit(small(digits), digits, epochs=1, lr=0.05)
+    again = History.from_dict(hist.to_dict())
+    assert again == hist and again.train_time == pytest.approx(sum(hist.epoch_time))
+
+
+def test_progress_switch(monkeypatch):
+    monkeypatch.setenv("CNNLAB_PROGRESS", "0")
+    assert not progress_enabled(None) and progress_enabled(True)
+    monkeypatch.setenv("CNNLAB_PROGRESS", "1")
+    assert progress_enabled(None) and not progress_enabled(False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fit_on_cuda(digits):
+    model = small(digits, batch_norm=True).cuda()
+    hist = fit(model, digits, epochs=2, lr=0.05)
+    assert hist.test_acc > 0.85 and next(model.parameters()).is_cuda
