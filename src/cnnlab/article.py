@@ -6,10 +6,10 @@ technique from :mod:`cnnlab.techniques`, what goes wrong:
 
 * :class:`ArticleWeightClip` (4.1) never takes a gradient step, and clamps the weights only when the
   *gradient* norm exceeds ``max_norm``: with small gradients, weights stay unclipped.
-* :class:`ArticleL2Regularization` (4.2) shrinks the weights by ``wd * ||w|| / ||grad|| * w``, which
-  is not the L2 gradient ``2 * lam * w``; a zero gradient turns the weights into NaN.
-* :class:`ArticleDropoutOptimizer` (4.4) overwrites the *weights* with ``F.dropout(weights)`` at every
-  step: every step zeroes half of the remaining weights for good and doubles the others.
+* :class:`ArticleL2Regularization` (4.2) shrinks the weights by ``wd * ||w|| / ||grad|| * w``,
+  which is not the L2 gradient ``2 * lam * w``; a zero gradient turns the weights into NaN.
+* :class:`ArticleDropoutOptimizer` (4.4) overwrites the *weights* with ``F.dropout(weights)`` at
+  every step: each step zeroes half of the remaining weights for good and doubles the others.
 * :class:`CNN` is the article's network with the imports fixed and the flatten size computed.
 
 :data:`LISTINGS` holds the five listings verbatim and :func:`run_listing` executes one and returns

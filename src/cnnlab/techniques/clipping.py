@@ -5,9 +5,9 @@ The article mixes two different techniques. Its ``WeightClip`` clamps the weight
 
 * **Weight clipping** (as in WGAN, ``r = 0.01``): after every optimizer step, clamp every weight to
   ``[-r, r]``. It constrains the *model*, not the optimization.
-* **Gradient clipping**: after ``backward()`` and before the step, rescale the gradients so that their
-  total norm is at most ``max_norm`` (or clamp each component to ``[-max_value, max_value]``). This is
-  what tames exploding gradients.
+* **Gradient clipping**: after ``backward()`` and before the step, rescale the gradients so that
+  their total norm is at most ``max_norm`` (or clamp each component to
+  ``[-max_value, max_value]``). This is what tames exploding gradients.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ For an ``H x W`` input, kernel ``k``, stride ``s`` and padding ``p``:
 .. math::
 
     H_{out} = \\left\\lfloor \\frac{H + 2p - k}{s} \\right\\rfloor + 1, \\qquad
-    \\text{FLOPs} = 2 \\cdot N \\cdot C_{out} \\cdot H_{out} W_{out} \\cdot \\frac{C_{in}}{g} k_h k_w
+    \\text{FLOPs} = 2 \\cdot N \\cdot C_{out} \\cdot H_{out} W_{out} \\cdot
+    \\frac{C_{in}}{g} k_h k_w
 
 A depthwise-separable convolution (a per-channel ``k x k`` filter, then a ``1 x 1`` mix) replaces
 ``C_in C_out k^2`` weights and multiply-adds per pixel by ``C_in k^2 + C_in C_out``.
@@ -70,7 +71,8 @@ def conv_output_size(size: int, kernel_size: int, *, stride: int = 1, padding: i
         raise ValueError(f"Invalid padding: {padding!r} (must be an int >= 0)")
     if size + 2 * padding < kernel_size:
         raise ValueError(
-            f"Invalid kernel_size: {kernel_size} (larger than the padded input {size + 2 * padding})"
+            f"Invalid kernel_size: {kernel_size} "
+            f"(larger than the padded input {size + 2 * padding})"
         )
     return (size + 2 * padding - kernel_size) // stride + 1
 

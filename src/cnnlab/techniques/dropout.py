@@ -1,9 +1,9 @@
 """Dropout from scratch (article sections 2.4 / 3.4 / 4.4).
 
-The article's "Dropout optimizer" overwrites the *weights* with ``F.dropout(weights)`` at every step,
-which destroys the model (see :mod:`cnnlab.article`). Dropout masks *activations*, during training
-only. With inverted dropout (what PyTorch does) the kept units are scaled by ``1 / (1 - p)`` so that
-the expected activation is unchanged and evaluation needs no rescaling:
+The article's "Dropout optimizer" overwrites the *weights* with ``F.dropout(weights)`` at every
+step, which destroys the model (see :mod:`cnnlab.article`). Dropout masks *activations*, during
+training only. With inverted dropout (what PyTorch does) the kept units are scaled by
+``1 / (1 - p)`` so that the expected activation is unchanged and evaluation needs no rescaling:
 
 .. math::
 
@@ -67,7 +67,7 @@ def dropout(
 def dropout2d(
     x: Tensor, p: float, *, training: bool, generator: torch.Generator | None = None
 ) -> Tensor:
-    """Channel dropout: zero whole feature maps with probability ``p``, scale the rest by ``1/(1-p)``.
+    """Channel dropout: zero whole feature maps with probability ``p``, scale the rest by 1/(1-p).
 
     Args:
         x: ``(N, C, H, W)``.

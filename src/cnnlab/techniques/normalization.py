@@ -200,7 +200,8 @@ def activation_stats(
     try:
         for name, module in model.named_modules():
             if isinstance(module, types):
-                handles.append(module.register_forward_hook(make_hook(name or type(module).__name__)))
+                hook = make_hook(name or type(module).__name__)
+                handles.append(module.register_forward_hook(hook))
         model(x)
     finally:
         for h in handles:

@@ -9,8 +9,8 @@ The article's formulas are right (section 3.2):
 Its "L2 optimizer" (section 4.2) is not L2 (see :mod:`cnnlab.article`). Facts this module makes
 testable:
 
-* The gradient of ``lam * ||w||^2`` is ``2 * lam * w``, so plain SGD with :class:`L2` ``(lam)`` takes
-  exactly the steps of ``torch.optim.SGD(weight_decay=2 * lam)`` (with or without momentum).
+* The gradient of ``lam * ||w||^2`` is ``2 * lam * w``, so plain SGD with :class:`L2` ``(lam)``
+  takes exactly the steps of ``torch.optim.SGD(weight_decay=2 * lam)`` (with or without momentum).
 * Adam with an L2 penalty is *not* AdamW: Adam divides the penalty's gradient by the running
   gradient scale, AdamW shrinks the weights directly ("decoupled weight decay").
 * By convention only weights are penalized: biases and normalization parameters are left alone
