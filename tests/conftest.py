@@ -5,6 +5,8 @@ import pytest
 
 matplotlib.use("Agg")
 os.environ.setdefault("CNNLAB_PROGRESS", "0")
+# Call-counting tests need runs in this process; the parallel path has its own tests.
+os.environ["CNNLAB_WORKERS"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
 import json
 import math
+import os
 
 import pytest
+import torch
 from scipy import stats
 
 from cnnlab.experiments import (
@@ -136,3 +138,31 @@ def test_real_run_row(tmp_cache):
     assert len(row["history"]["val_acc"]) == 2 and row["weights"]["count"] > 0
     assert row["gap"] == pytest.approx(row["train_acc"] - row["test_acc"])
     assert run_cached(cfg, 0) == json.loads(json.dumps(row))  # what the cache returns
+
+
+def test_parallel_sweep_matches_serial(tmp_path):
+    cfg = RunConfig(dataset="digits", width=4, epochs=1)
+    par = sweep(cfg, "dropout", [0.0, 0.5], 2, workers=2, cache=tmp_path / "a")
+    ser = sweep(cfg, "dropout", [0.0, 0.5], 2, workers=1, cache=tmp_path / "b")
+    assert [(r["dropout"], r["seed"]) for r in par.rows] == [(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1)]
+    # one thread vs two may change float summation order: equal up to rounding
+    for a, b in zip(par.rows, ser.rows):
+        assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.02)
+    assert len(list((tmp_path / "a").glob("*.json"))) == 4  # workers wrote the cache
+
+
+def test_default_workers(monkeypatch):
+    from cnnlab.experiments import default_workers
+
+    monkeypatch.setenv("CNNLAB_WORKERS", "3")
+    assert default_workers() == 3
+    monkeypatch.delenv("CNNLAB_WORKERS")
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))  # a notebook
+    assert default_workers() == (1 if torch.cuda.is_available() else min(2, os.cpu_count()))
+    script = types.ModuleType("__main__")
+    script.__file__ = "/tmp/my_script.py"  # an unguarded script must not spawn workers
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    assert default_workers() == 1

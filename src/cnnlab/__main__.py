@@ -2,4 +2,5 @@
 
 from cnnlab.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # guard: sweeps spawn worker processes that re-import this module
+    raise SystemExit(main())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -69,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", type=Path, default=Path("results"),
                     help="folder for sweep.csv, summary.csv and sweep.png (default ./results)")
     sw.add_argument("--no-cache", action="store_true", help="always train, cache nothing")
+    sw.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                    help="processes to train in (default: one per core, at most 2)")
     sw.add_argument("--logx", action="store_true", help="logarithmic x axis in the plot")
     return parser
 
@@ -95,7 +98,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     base = RunConfig(**overrides)
     try:
         result = sweep(base, args.param, args.values, args.seeds, progress=True,
-                       use_cache=not args.no_cache, metrics=SUMMARY_METRICS)
+                       use_cache=not args.no_cache, metrics=SUMMARY_METRICS,
+                       workers=args.workers)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

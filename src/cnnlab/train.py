@@ -167,6 +167,7 @@ def fit(
     seed: int = 0,
     hooks: Sequence[Hook] = (),
     progress: bool | None = None,
+    channels_last: bool = True,
 ) -> History:
     """Train ``model`` on ``data.train``, evaluating on ``data.val`` each epoch and on ``data.test``
     at the end. Mini-batches are drawn by a seeded permutation of preloaded tensors (no DataLoader).
@@ -185,13 +186,27 @@ def fit(
             the caller's global RNG state is restored afterwards.
         hooks: objects implementing parts of :class:`Hook`.
         progress: show a ``tqdm`` bar over epochs; ``None`` follows CNNLAB_PROGRESS.
+        channels_last: store the model and the images in the NHWC memory format (same math;
+            on CPUs, PyTorch's convolutions are 1.1-3x faster in it, see the performance
+            chapter). ``False`` leaves both as they are.
     Returns:
         A :class:`History`. A run whose loss becomes NaN or infinite stops at once and is
         returned with ``diverged=True``; it does not raise.
     """
     _check_args(epochs, lr, batch_size, momentum, weight_decay)
     device = next(model.parameters()).device
-    x_train, y_train = (t.to(device) for t in data.train)
+    fmt = torch.channels_last if channels_last else torch.preserve_format
+
+    def prepare(split: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        x, y = split
+        if channels_last and x.dim() == 4:
+            x = x.to(device, memory_format=fmt)  # (N, C, H, W) shape, NHWC strides
+        return x.to(device), y.to(device)
+
+    if channels_last:
+        model.to(memory_format=fmt)
+    x_train, y_train = prepare(data.train)
+    x_val, y_val = prepare(data.val)
     if isinstance(optimizer, str):
         opt = make_optimizer(
             model.parameters(), optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay
@@ -255,7 +270,7 @@ def fit(
                 history.val_loss.append(float("nan"))
                 history.val_acc.append(float("nan"))
                 break
-            val_loss, val_acc = evaluate(model, *data.val)
+            val_loss, val_acc = evaluate(model, x_val, y_val)
             history.val_loss.append(val_loss)
             history.val_acc.append(val_acc)
             bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
@@ -267,5 +282,5 @@ def fit(
         bar.close()
         for call in stage["on_fit_end"]:
             call(model, history)
-    history.test_loss, history.test_acc = evaluate(model, *data.test)
+    history.test_loss, history.test_acc = evaluate(model, *prepare(data.test))
     return history
