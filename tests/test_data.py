@@ -168,3 +168,17 @@ def test_real_fashion_mnist():
     ds = load_dataset("fashion_mnist", train_size=1000, seed=0)
     assert len(ds.test[1]) == 10_000 and len(ds.val[1]) == 2000 and len(ds.train[1]) == 1000
     assert torch.bincount(ds.test[1]).tolist() == [1000] * 10
+
+
+def test_available_and_choose_dataset(tmp_path, monkeypatch):
+    monkeypatch.setitem(D._SYSTEM_DIRS, "mnist", tmp_path / "nowhere")
+    monkeypatch.delenv("CNNLAB_MNIST_DIR", raising=False)
+    monkeypatch.setenv("CNNLAB_DATA_HOME", str(tmp_path / "home"))
+    assert D.available("digits") and not D.available("mnist")
+    name, note = D.choose_dataset("mnist")
+    assert name == "digits" and "'mnist' is not on this machine" in note
+    fake_mnist_dir(tmp_path / "m")
+    monkeypatch.setenv("CNNLAB_MNIST_DIR", str(tmp_path / "m"))
+    assert D.choose_dataset("mnist") == ("mnist", "")
+    with pytest.raises(ValueError, match="Unknown dataset name: 'svhn'"):
+        D.available("svhn")

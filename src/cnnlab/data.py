@@ -36,6 +36,8 @@ __all__ = [
     "DATASETS",
     "Dataset",
     "DatasetUnavailableError",
+    "available",
+    "choose_dataset",
     "load_dataset",
     "read_idx",
     "stratified_indices",
@@ -255,6 +257,28 @@ def _raw_cifar10() -> tuple[np.ndarray, ...]:
         train = datasets.CIFAR10(root=str(root), train=True, download=False)
         test = datasets.CIFAR10(root=str(root), train=False, download=False)
     return (train.data, np.asarray(train.targets), test.data, np.asarray(test.targets))
+
+
+def available(name: str) -> bool:
+    """Whether ``name`` can be loaded without downloading anything."""
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset name: {name!r} (choose one of {', '.join(DATASETS)})")
+    if name == "digits":
+        return True
+    if name == "cifar10":
+        return (_data_home() / "cifar-10-batches-py").is_dir()
+    return _find_idx_dir(name) is not None
+
+
+def choose_dataset(preferred: str = "fashion_mnist", fallback: str = "digits") -> tuple[str, str]:
+    """``(preferred, "")`` when it is on disk, else ``(fallback, note)`` with a note for the reader
+    saying why the numbers come from ``fallback`` and how to get ``preferred``."""
+    if available(preferred):
+        return preferred, ""
+    return fallback, (
+        f"Note: {preferred!r} is not on this machine, so this page runs on {fallback!r} "
+        f"instead; its numbers differ from the published ones. {_offline_error(preferred, 'offline')}"
+    )
 
 
 # ----------------------------------------------------------------------------- assembly
