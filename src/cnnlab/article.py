@@ -49,8 +49,11 @@ class CNN(nn.Module):
     The article hard-codes 3 input channels, 10 classes and a flatten size of ``64 * 16 * 16``.
     Two 2x2 max-pools shrink a 32x32 image to 8x8, so the right size is ``64 * 8 * 8``; here it is
     ``64 * (H // 4) * (W // 4)``, so the network runs on 8x8 digits (``in_channels=1,
-    input_size=8``), 28x28 Fashion-MNIST and 32x32 CIFAR-10 alike. Nothing else is changed (no batch
-    norm, no dropout); for a configurable, corrected version use :class:`cnnlab.models.SmallCNN`.
+    input_size=8``), 28x28 Fashion-MNIST and 32x32 CIFAR-10 alike. (As printed,
+    ``x.view(-1, 64 * 16 * 16)`` raises for most batch sizes, and for a batch of ``4k`` 32x32 images
+    it silently packs four images into each row and returns ``k`` predictions.) Nothing else is
+    changed (no batch norm, no dropout); for a configurable, corrected version use
+    :class:`cnnlab.models.SmallCNN`.
 
     Args:
         in_channels: input channels (article: 3).
@@ -77,7 +80,8 @@ class CNN(nn.Module):
         x = F.max_pool2d(x, 2, 2)  # (B, 32, H/2, W/2)
         x = F.relu(self.conv2(x))  # (B, 64, H/2, W/2)
         x = F.max_pool2d(x, 2, 2)  # (B, 64, H/4, W/4)
-        x = x.view(-1, self.flat_features)  # (B, 64*H/4*W/4); was: x.view(-1, 64 * 16 * 16)
+        # was: x = x.view(-1, 64 * 16 * 16) -- the wrong size, and .view fails on channels_last
+        x = torch.flatten(x, 1)  # (B, 64 * H/4 * W/4)
         x = F.relu(self.fc1(x))  # (B, 128)
         x = self.fc2(x)  # (B, num_classes)
         return x
@@ -324,7 +328,7 @@ import torch.optim as optim
 # 定义一个简单的卷积神经网络
 class CNN(nn.Module):
     def __init__(self):
-        super(CNN, self).__init__()  # noqa: UP008 -- as printed
+        super(CNN, self).__init__()
         self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
         self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
         self.fc1 = nn.Linear(64 * 16 * 16, 128)
@@ -379,7 +383,7 @@ import torch.optim as optim
 # 定义一个简单的卷积神经网络
 class CNN(nn.Module):
     def __init__(self):
-        super(CNN, self).__init__()  # noqa: UP008 -- as printed
+        super(CNN, self).__init__()
         self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
         self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
         self.fc1 = nn.Linear(64 * 16 * 16, 128)
@@ -441,7 +445,7 @@ import torch.optim as optim
 # 定义一个简单的卷积神经网络
 class CNN(nn.Module):
     def __init__(self):
-        super(CNN, self).__init__()  # noqa: UP008 -- as printed
+        super(CNN, self).__init__()
         self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
         self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
         self.fc1 = nn.Linear(64 * 16 * 16, 128)
