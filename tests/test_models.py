@@ -55,3 +55,13 @@ def test_build_model_is_seeded_and_leaves_global_rng_alone():
     assert torch.equal(torch.random.get_rng_state(), before)
     torch.testing.assert_close(a.conv1.weight, b.conv1.weight)
     assert not torch.equal(a.conv1.weight, c.conv1.weight)
+
+
+def test_activations_are_modules_so_forward_hooks_see_them():
+    model = SmallCNN(1, 10, input_size=8, batch_norm=True)
+    seen = []
+    for m in model.modules():
+        if isinstance(m, nn.ReLU):
+            m.register_forward_hook(lambda mod, inp, out: seen.append(out.shape))
+    model(torch.randn(2, 1, 8, 8))
+    assert len(seen) == 3

@@ -104,6 +104,7 @@ class SmallCNN(nn.Module):
         else:
             self.conv2 = nn.Conv2d(w1, w2, 3, padding=1, bias=not batch_norm)
         self.bn2 = nn.BatchNorm2d(w2) if batch_norm else nn.Identity()
+        self.act1, self.act2, self.act3 = nn.ReLU(), nn.ReLU(), nn.ReLU()  # modules, so hooks see them
         self.pool = nn.MaxPool2d(2, 2)
         h, w = cfg.input_size
         self.flat_features = w2 * (h // 4) * (w // 4)
@@ -114,14 +115,14 @@ class SmallCNN(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """The convolutional trunk: ``(B, C, H, W) -> (B, 2*width, H//4, W//4)``."""
-        x = self.pool(torch.relu(self.bn1(self.conv1(x))))  # (B, w1, H/2, W/2)
-        x = self.pool(torch.relu(self.bn2(self.conv2(x))))  # (B, w2, H/4, W/4)
+        x = self.pool(self.act1(self.bn1(self.conv1(x))))  # (B, w1, H/2, W/2)
+        x = self.pool(self.act2(self.bn2(self.conv2(x))))  # (B, w2, H/4, W/4)
         return x
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x)
         x = torch.flatten(x, 1)  # (B, w2 * H/4 * W/4)
-        x = torch.relu(self.fc1(self.drop1(x)))  # (B, hidden)
+        x = self.act3(self.fc1(self.drop1(x)))  # (B, hidden)
         return self.fc2(self.drop2(x))  # (B, num_classes)
 
 
