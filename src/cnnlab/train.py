@@ -228,7 +228,8 @@ def fit(
         torch.manual_seed(seed)  # dropout masks etc., inside the forked (restored) RNG
         for call in stage["on_fit_start"]:
             call(model, opt)
-        bar = tqdm(range(epochs), desc="epochs", leave=False, disable=not progress_enabled(progress))
+        bar = tqdm(range(epochs), desc="epochs", leave=False,
+                   disable=not progress_enabled(progress))
         for _ in bar:
             model.train()
             start = time.perf_counter()
