@@ -104,7 +104,8 @@ class SmallCNN(nn.Module):
         else:
             self.conv2 = nn.Conv2d(w1, w2, 3, padding=1, bias=not batch_norm)
         self.bn2 = nn.BatchNorm2d(w2) if batch_norm else nn.Identity()
-        self.act1, self.act2, self.act3 = nn.ReLU(), nn.ReLU(), nn.ReLU()  # modules, so hooks see them
+        # ReLUs as modules (not torch.relu calls), so forward hooks see them
+        self.act1, self.act2, self.act3 = nn.ReLU(), nn.ReLU(), nn.ReLU()
         self.pool = nn.MaxPool2d(2, 2)
         h, w = cfg.input_size
         self.flat_features = w2 * (h // 4) * (w // 4)
