@@ -5,6 +5,8 @@ Examples::
     python -m cnnlab sweep --dataset digits --param dropout --values 0 0.25 0.5 --seeds 3
     python -m cnnlab sweep --dataset fashion_mnist --train-size 2000 --param l2 \\
         --values 0 1e-4 1e-3 1e-2 --seeds 5 --epochs 8 --out results/l2
+    python -m cnnlab bench                       # the convolution chapter's measurements
+    python -m cnnlab bench --device cuda --json bench_cuda.json
 """
 
 from __future__ import annotations
@@ -73,7 +75,43 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                     help="processes to train in (default: one per core, at most 2)")
     sw.add_argument("--logx", action="store_true", help="logarithmic x axis in the plot")
+    _add_bench_parser(sub)
     return parser
+
+
+def _add_bench_parser(sub: Any) -> None:
+    from cnnlab.bench import PARTS, BenchConfig
+
+    d = BenchConfig()
+    b = sub.add_parser(
+        "bench", help="measure convolutions, the peak, training steps and data-parallel scaling",
+        description="Times every variant of a table in one run, interleaved, and reports "
+        "medians: absolute figures (ms, GFLOP/s) and ratios side by side, with the CPU model "
+        "and thread count. See cnnlab.bench.")
+    b.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where to measure (cuda synchronizes around every timing)")
+    b.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, metavar="PART",
+                   help=f"what to measure (default: all of {' '.join(PARTS)})")
+    b.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads (default: PyTorch's, one per core)")
+    b.add_argument("--repeats", type=int, default=d.repeats, help="interleaved repeats")
+    b.add_argument("--batch", type=int, default=d.batch, help="images in the timed convolution")
+    b.add_argument("--in-channels", type=int, default=d.in_channels)
+    b.add_argument("--out-channels", type=int, default=d.out_channels)
+    b.add_argument("--size", type=int, default=d.size, help="H = W of the convolution input")
+    b.add_argument("--matmul-size", type=int, default=d.matmul_size,
+                   help="side of the square fp32 matrices of the peak measurement")
+    b.add_argument("--step-batch", type=int, default=d.step_batch)
+    b.add_argument("--step-width", type=int, default=d.step_width)
+    b.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="leave torch.compile out (it costs its compile time)")
+    b.add_argument("--ddp-procs", type=int, default=d.ddp_procs)
+    b.add_argument("--ddp-train-size", type=int, default=d.ddp_train_size)
+    b.add_argument("--ddp-rounds", type=int, default=d.ddp_rounds)
+    b.add_argument("--tf32", action="store_true",
+                   help="on CUDA, let matmuls and cuDNN use TF32 (default: true fp32 everywhere)")
+    b.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
+    b.add_argument("--json", type=Path, default=None, help="also save the figures here")
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -117,8 +155,40 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from cnnlab.bench import BenchConfig, format_table, run_bench, save_results, tf32
+
+    names = ("device", "threads", "repeats", "batch", "in_channels", "out_channels", "size",
+             "matmul_size", "step_batch", "step_width", "compile", "ddp_procs",
+             "ddp_train_size", "ddp_rounds")
+    chosen = {n: getattr(args, n) for n in names}
+    if args.quick:
+        defaults = BenchConfig()
+        given = {n: v for n, v in chosen.items() if v != getattr(defaults, n)}
+        cfg = replace(BenchConfig.tiny(), **given)
+    else:
+        cfg = BenchConfig(**chosen)
+    try:
+        with tf32(args.tf32):
+            res = run_bench(cfg, args.parts,
+                            progress=lambda p: print(f"measuring {p} ...", file=sys.stderr,
+                                                     flush=True))
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(res))
+    if args.json:
+        save_results(res, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "sweep":
         return _cmd_sweep(args)
+    if args.command == "bench":
+        return _cmd_bench(args)
     raise AssertionError(args.command)  # argparse rejects unknown commands
