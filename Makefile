@@ -28,9 +28,19 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 system-deps:
 	bash scripts/system-deps.sh
 
+# The book (_build/html): executes every chapter (jupyter-cache in _build/.jupyter_cache: a rebuild
+# re-runs only notebooks whose code changed), fails on any cell error and on any Sphinx warning
+# (-W; --keep-going reports them all first), then checks the site offline: internal links and
+# anchors, no traceback or warning in an output, chapter page weights (scripts/check_site.py).
+# MPLBACKEND is unset for the build so that ipykernel picks its inline backend and figures appear
+# on the pages (with the Agg exported above for tests, a figure would print as "<Figure ...>").
+# BOOK_TOC=path/to/toc.yml builds with another table of contents (e.g. a subset of chapters).
+BOOK_TOC ?=
 book: env
-	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
+	env -u MPLBACKEND $(VENV)/bin/jupyter-book build . --warningiserror --keep-going \
+	  $(if $(BOOK_TOC),--toc $(BOOK_TOC))
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
+	$(PY) scripts/check_site.py $(if $(BOOK_TOC),--toc $(BOOK_TOC))
 
 unit: env
 	$(PY) -m pytest tests -m "not browser" -q
@@ -38,8 +48,11 @@ unit: env
 notebooks: env
 	$(PY) -m pytest --nbmake --nbmake-timeout=$(NB_CELL_TIMEOUT) -q book
 
+# The built site as a reader sees it (run `make book` first): Playwright drives Debian's Chromium
+# over every page served on 127.0.0.1 (tests/browser/test_browser.py; skipped only where chromium
+# is not installed) plus the offline site checks. Screenshots: _build/screenshots/.
 browser: env
-	$(PY) -m pytest tests/browser -m browser -q
+	$(if $(BOOK_TOC),CNNLAB_BOOK_TOC=$(BOOK_TOC)) $(PY) -m pytest tests/browser -m browser -q
 
 # Everything: unit tests, every chapter through nbmake, the book build, the browser test.
 test: env
