@@ -228,3 +228,9 @@ def test_chapter_runners_return_sweep_rows(runner):
     row = getattr(bench, runner)(cfg, 0)
     assert row["seed"] == 0 and row["width"] == 4 and 0.0 <= row["test_acc"] <= 1.0
     assert row["params"] > 0 and len(row["history"]["train_loss"]) == 1
+    assert 0.0 <= row["shift_acc"] <= 1.0
+
+
+def test_shift_image_fill_value():
+    x = torch.ones(1, 2, 2)
+    assert torch.equal(shift_image(x, 0, 1, fill=-1.0), torch.tensor([[[-1.0, 1.0], [-1.0, 1.0]]]))

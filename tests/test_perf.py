@@ -14,6 +14,7 @@ from cnnlab.perf import (
     matmul_flops,
     matmul_gflops,
     measure_peak,
+    model_flops,
     num_threads,
     synchronize,
     time_fn,
@@ -115,3 +116,24 @@ def test_bf16_support_gives_a_reason_either_way():
 def test_synchronize_on_cpu_is_a_no_op():
     synchronize("cpu")
     synchronize(None)
+
+
+def test_model_flops_counts_convolutions_and_matmuls():
+    from cnnlab.models import SmallCNN
+    from cnnlab.techniques import conv2d_flops
+
+    m = SmallCNN(1, 10, input_size=8, width=4, hidden=16, separable=True)
+    m.train()
+    expected = (conv2d_flops(1, 4, 3, 8, 8, batch=2)  # conv1
+                + conv2d_flops(4, 4, 3, 4, 4, groups=4, batch=2)  # depthwise
+                + conv2d_flops(4, 8, 1, 4, 4, batch=2)  # pointwise
+                + 2 * 2 * (8 * 2 * 2) * 16 + 2 * 2 * 16 * 10)  # fc1, fc2
+    assert model_flops(m, torch.zeros(2, 1, 8, 8)) == expected
+    assert m.training
+
+
+def test_load_average_is_a_number_or_none():
+    from cnnlab.perf import load_average
+
+    value = load_average()
+    assert value is None or value >= 0.0

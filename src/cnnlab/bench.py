@@ -53,6 +53,7 @@ from cnnlab.perf import (
     cpu_model,
     gflops,
     hardware_summary,
+    load_average,
     matmul_gflops,
     num_threads,
     synchronize,
@@ -68,7 +69,15 @@ from cnnlab.techniques.conv import (
 )
 
 __all__ = [
+    "CONV_CL",
+    "CONV_IM2COL",
+    "CONV_NAIVE",
+    "CONV_NCHW",
     "PARTS",
+    "STEP_BF16",
+    "STEP_CL",
+    "STEP_COMPILE",
+    "STEP_NCHW",
     "Autocast",
     "BenchConfig",
     "bench_conv",
@@ -80,6 +89,7 @@ __all__ = [
     "bench_train_step",
     "conv_layer_model",
     "dense_layer_model",
+    "format_part",
     "format_table",
     "goals",
     "layer_costs",
@@ -203,7 +213,10 @@ def bench_conv(cfg: BenchConfig) -> Result:
 
 def bench_naive(cfg: BenchConfig, *, shape: tuple[int, int, int, int] = (1, 3, 8, 4)) -> Result:
     """The explicit loops against im2col and ``F.conv2d`` on a tiny input (``shape`` is
-    ``(N, C_in, H, C_out)``; 3x3 filters, padding 1): outputs and GFLOP/s of each."""
+    ``(N, C_in, H, C_out)``; 3x3 filters, padding 1): outputs and GFLOP/s of each.
+
+    Always on one CPU thread: a tiny input gives threads nothing to split, only barriers to wait
+    at (on a busy machine a second thread makes every call many times slower)."""
     n, c, h, o = shape
     g = _gen(1)
     x = torch.randn(n, c, h, h, generator=g)
@@ -214,6 +227,7 @@ def bench_naive(cfg: BenchConfig, *, shape: tuple[int, int, int, int] = (1, 3, 8
         diffs = {CONV_NAIVE: float((conv2d_naive(x, w, b, padding=1) - ref).abs().max()),
                  CONV_IM2COL: float((conv2d(x, w, b, padding=1) - ref).abs().max()),
                  CONV_NCHW: 0.0}
+    with torch.inference_mode(), num_threads(1):
         timings = time_interleaved({
             CONV_NAIVE: lambda: conv2d_naive(x, w, b, padding=1),
             CONV_IM2COL: lambda: conv2d(x, w, b, padding=1),
@@ -425,6 +439,18 @@ def bench_train_step(cfg: BenchConfig, *, compile_check_steps: int = 3) -> Resul
     return out
 
 
+def _fx_cache_counts() -> tuple[int, int]:
+    """Inductor's on-disk graph cache so far in this process: (hits, misses). A hit reuses code
+    compiled by an earlier run, so the compile time then is far below a cold compile's."""
+    try:
+        from torch._dynamo.utils import counters
+
+        c = counters["inductor"]
+        return int(c["fxgraph_cache_hit"]), int(c["fxgraph_cache_miss"])
+    except Exception:  # noqa: BLE001 (a private counter: absent in some versions)
+        return 0, 0
+
+
 def _compile_variant(cfg: BenchConfig, dev: torch.device, x: Tensor, y: Tensor,
                      fns: dict[str, Callable[[], Tensor]], check_steps: int) -> Result:
     """Add the compiled step to ``fns``; return its compile time and its difference from eager."""
@@ -439,6 +465,7 @@ def _compile_variant(cfg: BenchConfig, dev: torch.device, x: Tensor, y: Tensor,
     synchronize(dev)
     eager_s = time.perf_counter() - t0
     step = _step_fn(torch.compile(model), x, y)
+    hits, misses = _fx_cache_counts()
     with _quiet_compile():
         synchronize(dev)
         t0 = time.perf_counter()
@@ -450,7 +477,9 @@ def _compile_variant(cfg: BenchConfig, dev: torch.device, x: Tensor, y: Tensor,
     for _ in range(check_steps - 2):
         step_ref()
     fns[STEP_COMPILE] = step
+    hits2, misses2 = _fx_cache_counts()
     return {"compile_seconds": max(first - eager_s, 0.0), "compile_first_step": first,
+            "compile_cache_hits": hits2 - hits, "compile_cache_misses": misses2 - misses,
             "compile_max_param_diff": max_param_diff(ref, model),
             "compile_check_steps": check_steps}
 
@@ -517,6 +546,7 @@ def bench_ddp(cfg: BenchConfig, *, check: bool = True) -> Result:
         env = dict(os.environ, OMP_NUM_THREADS="1", CNNLAB_PROGRESS="0")
         src = str(Path(__file__).resolve().parents[1])  # cnnlab importable in the workers
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+        load_before = load_average()
         start = time.perf_counter()
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env,
                               timeout=cfg.ddp_timeout)
@@ -527,7 +557,8 @@ def bench_ddp(cfg: BenchConfig, *, check: bool = True) -> Result:
                                f"{tail}")
         result = json.loads(out.read_text())
     shown = ["python", "-m", "torch.distributed.run"] + cmd[3:-2]  # without the temp file
-    return {**result, "dataset": dataset, "command": " ".join(shown), "launch_seconds": launch}
+    return {**result, "dataset": dataset, "command": " ".join(shown), "launch_seconds": launch,
+            "load_average": [load_before, load_average()]}
 
 
 # ----------------------------------------------------------------------------- the whole run
@@ -564,7 +595,8 @@ def run_bench(cfg: BenchConfig, parts: Sequence[str] = PARTS,
     res: Result = {
         "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads,
                      "torch": torch.__version__.split("+")[0], "device": dev.type,
-                     "device_name": _device_name(dev), "summary": hardware_summary()},
+                     "device_name": _device_name(dev), "summary": hardware_summary(),
+                     "load_average": [load_average()]},
         "config": asdict(cfg), "parts": list(parts),
     }
     if dev.type == "cuda":
@@ -591,6 +623,7 @@ def run_bench(cfg: BenchConfig, parts: Sequence[str] = PARTS,
         except Exception as exc:  # noqa: BLE001 (a part that cannot run here is reported)
             res[part] = {"skipped": f"{type(exc).__name__}: {exc}"}
         res[part]["wall_seconds"] = time.perf_counter() - start
+    res["hardware"]["load_average"].append(load_average())
     return res
 
 
@@ -638,16 +671,17 @@ def _rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def _fmt_conv(conv: Result, res: Result) -> list[str]:
     s = conv["shape"]
-    peak = res.get("peak") or {}
-    frac = peak.get("fraction", {})
+    frac = (res.get("peak") or {}).get("fraction", {})
     base = conv["variants"][CONV_NCHW]["seconds"]
+    header = ["variant", "time", "GFLOP/s", "time vs NCHW", *(["of peak"] if frac else []),
+              "spread"]
     rows = [[name, _ms(v["seconds"]), _num(v["gflops"], ".1f"), f"{v['seconds'] / base:.2f}x",
-             f"{frac[name]:.0%}" if name in frac else "n/a", f"{v['spread']:.0%}"]
-            for name, v in conv["variants"].items()]
+             *([f"{frac[name]:.0%}" if name in frac else "n/a"] if frac else []),
+             f"{v['spread']:.0%}"] for name, v in conv["variants"].items()]
     return [(f"[conv] {s['in_channels']}->{s['out_channels']} channels, {s['kernel']}x"
              f"{s['kernel']}, on {s['batch']}x{s['in_channels']}x{s['size']}x{s['size']} "
              f"({conv['flops'] / 1e9:.3g} GFLOP per call)"),
-            *_rows(["variant", "time", "GFLOP/s", "time vs NCHW", "of peak", "spread"], rows),
+            *_rows(header, rows),
             (f"  im2col matrix {conv['im2col_bytes'] / 2**20:.3g} MiB = "
              f"{conv['im2col_ratio']:.2f}x the input; max |im2col - F.conv2d| = "
              f"{conv['max_abs_diff']:.1e}")]
@@ -658,13 +692,15 @@ def _fmt_naive(naive: Result, res: Result) -> list[str]:
     base = naive["variants"][CONV_NCHW]["seconds"]
     rows = [[name, _ms(v["seconds"]), _num(v["gflops"], ".3g"), f"{v['seconds'] / base:.3g}x",
              f"{v['max_abs_diff']:.1e}"] for name, v in naive["variants"].items()]
-    return [(f"[naive] tiny input {s['batch']}x{s['in_channels']}x{s['size']}x{s['size']} -> "
-             f"{s['out_channels']} channels"),
+    return [(f"[naive] on the CPU, tiny input {s['batch']}x{s['in_channels']}x{s['size']}x"
+             f"{s['size']} -> {s['out_channels']} channels"),
             *_rows(["variant", "time", "GFLOP/s", "time vs F.conv2d", "max |diff|"], rows)]
 
 
 def _fmt_peak(peak: Result, res: Result) -> list[str]:
-    return [(f"[peak] {peak['threads']} thread(s): fp32 matmul {peak['matmul_size']}^3 "
+    hw = res.get("hardware", {})
+    where = hw["device_name"] if hw.get("device") == "cuda" else f"{peak['threads']} thread(s)"
+    return [(f"[peak] {where}: fp32 matmul {peak['matmul_size']}^3 "
              f"{peak['matmul_gflops']:.1f} GFLOP/s, best conv ({peak['conv_name']}) "
              f"{peak['conv_gflops']:.1f} GFLOP/s -> peak {peak['peak_gflops']:.1f} GFLOP/s "
              f"(set by {peak['peak_source']})"),
@@ -691,8 +727,11 @@ def _fmt_step(step: Result, res: Result) -> list[str]:
               f"{s['size']}: forward + backward + SGD"),
              *_rows(["variant", "time/step", "speed-up vs NCHW", "spread"], rows)]
     if "compile_seconds" in step:
-        lines.append(f"  torch.compile: {step['compile_seconds']:.1f} s to compile; max |param "
-                     f"diff| vs eager after {step['compile_check_steps']} steps "
+        hits = step.get("compile_cache_hits", 0)
+        cached = (f" ({hits} of {hits + step.get('compile_cache_misses', 0)} graphs from "
+                  "inductor's on-disk cache)" if hits else "")
+        lines.append(f"  torch.compile: {step['compile_seconds']:.1f} s to compile{cached}; max "
+                     f"|param diff| vs eager after {step['compile_check_steps']} steps "
                      f"{step['compile_max_param_diff']:.1e}")
     lines += [f"  skipped {name}: {why}" for name, why in step["skipped_variants"].items()]
     return lines
@@ -716,6 +755,9 @@ def _fmt_ddp(ddp: Result, res: Result) -> list[str]:
               f"{ddp['launch_seconds']:.1f} s")]
     if "max_param_diff" in ddp:
         lines.append(f"  --check: max |param diff| vs 1 process {ddp['max_param_diff']:.1e}")
+    note = _load_note(ddp.get("load_average"), os.cpu_count())
+    if note:
+        lines.append("  " + note[2:])
     return lines
 
 
@@ -748,6 +790,24 @@ def goals(res: Result) -> list[tuple[str, float | None, bool | None]]:
     ]
 
 
+def _load_note(loads: Sequence[float | None] | None, cores: int | None) -> str:
+    known = [x for x in (loads or []) if x is not None]
+    if not known:
+        return ""
+    return (f"; load average {' -> '.join(f'{x:.1f}' for x in known)} on {cores} cores "
+            "(above the core count, other jobs slowed the timings)")
+
+
+def format_part(part: str, result: Result) -> str:
+    """One part's section of :func:`format_table`, from that part's result alone (e.g.
+    ``format_part("conv", bench_conv(cfg))``)."""
+    if part not in _FORMATTERS:
+        raise ValueError(f"Unknown benchmark part: {part!r} (choose from {list(PARTS)})")
+    if not _ok(result):
+        return f"[{part}] skipped: {result.get('skipped', 'not run')}"
+    return "\n".join(_FORMATTERS[part](result, {}))
+
+
 def format_table(res: Result, parts: Sequence[str] | None = None, *,
                  header: bool = True) -> str:
     """The benchmark as text: absolute figures and ratios side by side, then the goals.
@@ -763,7 +823,8 @@ def format_table(res: Result, parts: Sequence[str] | None = None, *,
         lines += [(f"CNN Lab benchmark on {hw['device_name']} ({hw['device']}); CPU "
                    f"{hw['cpu']}, {hw['cores']} cores, {hw['threads']} torch threads; "
                    f"PyTorch {hw['torch']}"),
-                  f"every time is the median of {cfg['repeats']} interleaved repeats"]
+                  f"every time is the median of {cfg['repeats']} interleaved repeats"
+                  + _load_note(hw.get("load_average"), hw.get("cores"))]
     show = [p for p in (parts or PARTS) if p in res]
     for part in show:
         lines.append("")
@@ -824,9 +885,10 @@ def dense_layer_model(input_shape: tuple[int, int, int], num_classes: int, chann
             nn.Linear(channels * h * w, num_classes))
 
 
-def shift_image(x: Tensor, dy: int, dx: int) -> Tensor:
-    """Shift images ``(..., H, W)`` by ``(dy, dx)`` pixels, filling with zeros (no wrap-around)."""
-    out = torch.zeros_like(x)
+def shift_image(x: Tensor, dy: int, dx: int, *, fill: float = 0.0) -> Tensor:
+    """Shift images ``(..., H, W)`` by ``(dy, dx)`` pixels (down, right), filling the uncovered
+    pixels with ``fill`` (no wrap-around)."""
+    out = torch.full_like(x, fill)
     h, w = x.shape[-2:]
     ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
     xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
@@ -855,16 +917,23 @@ def translation_error(layer: Callable[[Tensor], Tensor], x: Tensor, *, shift: in
 
 
 def _train_row(config: Any, seed: int, model: nn.Module, data: Any, **fit_kwargs: Any) -> Result:
-    from cnnlab.train import fit
+    """Train with :func:`cnnlab.train.fit`; the row of :func:`cnnlab.experiments.run` plus
+    ``params`` and ``shift_acc``: test accuracy on the test images shifted one pixel to the right
+    (filled with the background value), which asks how much the model relies on where a pattern
+    is."""
+    from cnnlab.train import evaluate, fit
 
     hist = fit(model, data, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
                optimizer=config.optimizer, momentum=config.momentum,
                weight_decay=config.weight_decay, seed=seed, progress=False, **fit_kwargs)
+    x_test, y_test = data.test
+    shifted = shift_image(x_test, 0, 1, fill=float(x_test.amin()))
+    _, shift_acc = evaluate(model, shifted, y_test)
     return {**config.to_dict(), "seed": seed, "test_acc": hist.test_acc,
             "val_acc": hist.val_acc[-1], "train_acc": hist.train_acc[-1],
             "train_loss": hist.train_loss[-1], "gap": hist.train_acc[-1] - hist.test_acc,
             "diverged": hist.diverged, "train_time": hist.train_time,
-            "history": hist.to_dict(), "params": count_params(model)}
+            "history": hist.to_dict(), "params": count_params(model), "shift_acc": shift_acc}
 
 
 def _data(config: Any, seed: int) -> Any:

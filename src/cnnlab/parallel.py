@@ -1,11 +1,12 @@
-"""Data-parallel training with ``torch.distributed`` (DistributedDataParallel), launched by torchrun.
+"""Data-parallel training with ``torch.distributed`` DistributedDataParallel, run by torchrun.
 
 One process per core (CPU, gloo backend) or per GPU (NCCL backend). Every process holds the whole
 preloaded dataset and the same model; each global mini-batch of ``--batch-size`` images is split
 into one shard per process, every process computes the gradient of its shard, and DDP averages the
 gradients with an all-reduce during ``backward()``, so all copies take the same optimizer step::
 
-    python -m torch.distributed.run --nproc_per_node=2 -m cnnlab.parallel --dataset digits --epochs 1
+    python -m torch.distributed.run --nproc_per_node=2 -m cnnlab.parallel \\
+        --dataset digits --epochs 1
 
 Options of note:
 
@@ -158,7 +159,8 @@ def train_epoch(
 
 def max_param_diff(a: nn.Module, b: nn.Module) -> float:
     """``max |p_a - p_b|`` over all parameters of two models of the same architecture."""
-    diffs = [(p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters(), strict=True)]
+    pairs = zip(a.parameters(), b.parameters(), strict=True)
+    diffs = [(p - q).abs().max().item() for p, q in pairs]
     return max(diffs, default=0.0)
 
 
@@ -224,7 +226,8 @@ def _sync(ctx: DistContext) -> None:
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
     if ctx.distributed:
-        dist.barrier()
+        # NCCL's barrier runs on a GPU: name this process's GPU, not a guessed one
+        dist.barrier(device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
 
 def run(cfg: ParallelConfig) -> dict[str, Any]:

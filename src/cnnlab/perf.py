@@ -21,9 +21,11 @@ __all__ = [
     "cpu_model",
     "gflops",
     "hardware_summary",
+    "load_average",
     "matmul_flops",
     "matmul_gflops",
     "measure_peak",
+    "model_flops",
     "num_threads",
     "synchronize",
     "time_fn",
@@ -52,6 +54,16 @@ def hardware_summary() -> str:
         parts.append("no GPU")
     parts.append(f"PyTorch {torch.__version__.split('+')[0]}")
     return "; ".join(parts)
+
+
+def load_average() -> float | None:
+    """The 1-minute load average: how many processes wanted a core, on average, over the last
+    minute (``None`` where the OS does not say). Above the core count, every timing is slowed
+    by other jobs; print it next to timings taken on a shared machine."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
 
 
 # ----------------------------------------------------------------------------- timing
@@ -260,6 +272,30 @@ def measure_peak(
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     return Peak(matmul_gflops=mm, conv_gflops=float(best[1]), conv_name=best[0],
                 threads=torch.get_num_threads(), device=name)
+
+
+def model_flops(model: torch.nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of one forward pass of ``model`` on ``example`` (a multiply-add counts as 2), as
+    counted by ``torch.utils.flop_counter``: convolutions (grouped ones included) and matrix
+    products; element-wise work (ReLU, pooling, bias) is not counted.
+
+    Args:
+        model: any module; it runs once, in eval mode and without gradients (its mode is
+            restored).
+        example: an input batch; divide by its batch size for FLOPs per image.
+    Returns:
+        The FLOP count.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(example)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
 
 
 # ----------------------------------------------------------------------------- capabilities
