@@ -66,6 +66,7 @@ print(f"Dataset: {DATASET}"); print("Hardware:", hardware_summary())
 
 code('''
 %matplotlib inline
+import os
 from dataclasses import replace
 import torch
 import torch.nn.functional as F
@@ -87,18 +88,24 @@ def pct(s, m="test_acc"):
     return f"{s[m]:.1%} (95% CI {s[m + '_low']:.1%}-{s[m + '_high']:.1%})"
 def overlap(a, b, m="test_acc"):
     return a[m + "_low"] <= b[m + "_high"] and b[m + "_low"] <= a[m + "_high"]
+''')
+
+code('''
 glue("co_train", f"{len(data.train[1]):,}", display=False)
 glue("co_test", f"{len(data.test[1]):,}", display=False)
+glue("co_val", f"{len(data.val[1]):,}", display=False)
+glue("co_cores", os.cpu_count(), display=False)
 glue("co_epochs", BASE.epochs, display=False)
 ''')
 
 md(r'''
 The accuracy comparisons train on scikit-learn's digits: {glue:text}`co_train` real 8x8
-handwritten digits for training (a new split per seed), 143 for validation and
+handwritten digits for training (a new split per seed), {glue:text}`co_val` for validation and
 {glue:text}`co_test` for the test, {glue:text}`co_epochs` epochs of SGD with momentum. The timings
 use random tensors with the shapes of Fashion-MNIST batches, and the data-parallel benchmark trains
 on Fashion-MNIST where it is installed. Every figure on this page comes from the run that built it,
-on the hardware printed above. That machine has 2 cores shared with other jobs, so every time is
+on the hardware printed above. That machine has {glue:text}`co_cores` cores shared with other
+jobs, so every time is
 the **median of interleaved repeats**: the variants in one table are timed round-robin in the same
 run, so a background job slows them all alike, and the ratios are more stable than the absolute
 times. Rerun the page, or `python -m cnnlab bench` (the same functions at the same sizes, plus
@@ -277,7 +284,7 @@ operations. On a realistic layer
 
 code('''
 from cnnlab.perf import load_average
-print(f"load average (1 min) before timing: {load_average():.1f} on 2 cores")
+print(f"load average (1 min) before timing: {load_average():.1f} on {os.cpu_count()} cores")
 conv = bench.bench_conv(CFG)
 print(bench.format_part("conv", conv))
 v = conv["variants"]
@@ -558,8 +565,8 @@ On {glue:text}`co_ddp_data`, two processes of one thread each train an epoch
 {glue:text}`co_ddp_goal` this book's goal of 1.4x. At most 2x is possible: the all-reduce and the
 shared memory bandwidth take part of it, and two processes need two idle cores. When the launch
 started, the load average (processes wanting a core, averaged over the last minute) was
-{glue:text}`co_ddp_load` on these 2 cores. The whole launch, with Python and PyTorch started
-three times (the launcher and two workers), took {glue:text}`co_ddp_launch` s. Data parallelism
+{glue:text}`co_ddp_load` on these {glue:text}`co_cores` cores. The whole launch, with Python and
+PyTorch started three times (the launcher and two workers), took {glue:text}`co_ddp_launch` s. Data parallelism
 pays off when an epoch is long, not for a few seconds of work. `--check` trained one process on
 the same global batches from the same initial weights: the parameters differ by at most
 {glue:text}`co_ddp_diff`, the rounding of adding the gradients in a different order. The loss of

@@ -179,6 +179,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_table(res))
+    if args.quick:
+        print("(--quick: tiny sizes that only check that everything runs; the figures and the "
+              "goals above mean nothing)")
     if args.json:
         save_results(res, args.json)
         print(f"wrote {args.json}")
