@@ -68,14 +68,14 @@ code('''
 %matplotlib inline
 import os
 from dataclasses import replace
-import torch
-import torch.nn.functional as F
+import torch, torch.nn.functional as F
+from matplotlib.ticker import NullFormatter
 from torch.testing import assert_close
 from cnnlab import bench
 from cnnlab.bench import STEP_CL, BenchConfig, format_table
 from cnnlab.experiments import run
 from cnnlab.models import build_model
-from cnnlab.perf import model_flops
+from cnnlab.perf import load_average, model_flops
 from cnnlab.techniques import conv2d, conv2d_naive
 ''')
 
@@ -211,11 +211,15 @@ sh_conv = sweep(BASE, "width", WIDTHS, SEEDS, runner=bench.run_conv_layer,
                 metrics=("test_acc", "shift_acc"))
 sh_dense = sweep(BASE, "width", WIDTHS, SEEDS, runner=bench.run_dense_layer,
                  metrics=("test_acc", "shift_acc"))
+''')
+
+code('''
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
 for ax, metric in zip(axes, ("test_acc", "shift_acc")):
     plot_sweep(sh_conv, metric, ax=ax, label="one conv layer", logx=True)
     plot_sweep(sh_dense, metric, ax=ax, label="one dense layer", logx=True)
     ax.set_xlabel("width C (output maps)")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # label only the swept widths
 axes[0].set_title("test accuracy", fontsize=9)
 axes[1].set_title("test images shifted 1 px", fontsize=9)
 plt.show()
@@ -283,7 +287,6 @@ operations. On a realistic layer
 ''')
 
 code('''
-from cnnlab.perf import load_average
 print(f"load average (1 min) before timing: {load_average():.1f} on {os.cpu_count()} cores")
 conv = bench.bench_conv(CFG)
 print(bench.format_part("conv", conv))
@@ -415,11 +418,10 @@ for res, separable in ((std_res, False), (sep_res, True)):
 
 code('''
 fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
-plot_sweep(std_res.summary, "test_acc", param="kFLOPs per image", ax=ax, logx=True,
-           label="standard second conv")
-plot_sweep(sep_res.summary, "test_acc", param="kFLOPs per image", ax=ax, logx=True,
-           label="depthwise-separable second conv")
-ax.set_xticks([s["kFLOPs per image"] for s in std_res.summary + sep_res.summary], minor=True)
+for res, label in ((std_res, "standard second conv"), (sep_res, "depthwise-separable")):
+    plot_sweep(res.summary, "test_acc", param="kFLOPs per image", ax=ax, label=label)
+ax.set_xscale("log"); ax.xaxis.set_minor_formatter(NullFormatter())
+ax.set_xticks([20, 50, 100, 200, 500], ["20", "50", "100", "200", "500"])
 plt.show()
 for a, b in zip(std_res.summary, sep_res.summary):
     print(f"width {a['width']:>2}: standard {a['kFLOPs per image']:>6} kFLOPs {pct(a)} | "
@@ -482,10 +484,11 @@ code('''
 if "compile_seconds" in step:
     c_s, hits, miss = (step[k] for k in ("compile_seconds", "compile_cache_hits",
                                          "compile_cache_misses"))
-    cache = (f" ({hits} of {hits + miss} compiled graphs came from PyTorch's on-disk cache of "
-             "an earlier run; a cold compile takes much longer)") if hits else ""
-    glue("co_compile", f"Compiling took {c_s:.1f} s before the first step{cache}, as long as "
-         f"{c_s / sv[STEP_CL]['seconds']:,.0f} eager steps", display=False)
+    cache = (f"; {hits} of {hits + miss} compiled graphs came from PyTorch's on-disk cache of "
+             "an earlier run" if hits else "")
+    glue("co_compile", f"Compiling took {c_s:.1f} s before the first step, as long as "
+         f"{c_s / sv[STEP_CL]['seconds']:,.0f} eager steps{cache}. PyTorch caches compiled code "
+         "on disk, so the first compile on a fresh machine takes longer", display=False)
 else:
     glue("co_compile", "torch.compile could not run here: "
          + step["skipped_variants"]["torch.compile (channels_last)"], display=False)
