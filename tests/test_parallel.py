@@ -102,6 +102,15 @@ def test_main_without_torchrun_trains_one_process(capsys, monkeypatch, tmp_path)
     assert result["world_size"] == 1 and result["max_param_diff"] == 0.0
 
 
+def test_check_beyond_tolerance_exits_non_zero(capsys, monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    with num_threads(1):
+        code = main(["--dataset", "digits", "--epochs", "1", "--width", "4", "--train-size", "200",
+                     "--check", "--tol", "-1"])  # no difference can be below -1
+    assert code == 1 and "FAILED" in capsys.readouterr().out
+
+
 def test_main_rejects_bad_options(capsys, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert main(["--epochs", "0"]) == 1
