@@ -70,6 +70,8 @@ class RunConfig:
     l2: float = 0.0  # lambda of an L2 penalty added to the loss (0 = off)
     clip_weights: float | None = None  # clamp every weight to [-r, r] after each step (None = off)
     clip_grad_norm: float | None = None  # clip the total gradient norm after backward (None = off)
+    augment: bool = False  # random shifts (10% of the side) and rotations (10 degrees) per batch
+    early_stopping: int | None = None  # patience in epochs; restores the best weights (None = off)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -87,11 +89,19 @@ class RunConfig:
             raise ValueError(f"Invalid dropout value: {self.dropout} (must be in [0, 1))")
         if not self.lr > 0:
             raise ValueError(f"Invalid learning rate: {self.lr} (must be > 0)")
+        if not isinstance(self.augment, bool):
+            raise ValueError(f"Invalid augment value: {self.augment!r} (must be True or False)")
+        patience = self.early_stopping
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
+                                     or patience < 1):
+            raise ValueError(f"Invalid early_stopping value: {patience!r} (must be an int >= 1 "
+                             "epochs of patience, or None for off)")
 
 
 def hooks_for(config: RunConfig) -> list[Hook]:
     """The training hooks that ``config``'s technique fields switch on."""
     from cnnlab.techniques import L1, L2, GradientClipping, WeightClipping
+    from cnnlab.techniques.overfitting import Augmentation, EarlyStopping
 
     hooks: list[Hook] = []
     if config.l1 > 0:
@@ -102,6 +112,10 @@ def hooks_for(config: RunConfig) -> list[Hook]:
         hooks.append(GradientClipping(max_norm=config.clip_grad_norm))
     if config.clip_weights is not None:
         hooks.append(WeightClipping(config.clip_weights))
+    if config.augment:
+        hooks.append(Augmentation())
+    if config.early_stopping is not None:
+        hooks.append(EarlyStopping(config.early_stopping))
     return hooks
 
 

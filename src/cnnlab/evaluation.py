@@ -1,0 +1,404 @@
+"""Evaluating a model honestly (article section 6.3): predictions, a confusion matrix, per-class
+recall, k-fold cross-validation, comparisons of named configurations over seeds, and the
+published Fashion-MNIST benchmark table.
+
+The article's answer to "how do I evaluate a model" is a list: accuracy and recall on a
+validation or test set, cross-validation, model size and training time. This module computes
+each of them; what they mean (and why one run misleads) is the chapter's job.
+
+* :func:`confusion_matrix`, :func:`per_class_recall`, :func:`per_class_precision` and
+  :func:`accuracy` work on label tensors and are checked against scikit-learn.
+* :func:`stratified_k_fold` and :func:`cross_validate` split a training set into ``k`` folds
+  that keep the class shares and train one model per fold with :func:`~cnnlab.train.fit`.
+* :func:`compare_configs` runs named :class:`~cnnlab.experiments.RunConfig` s (an ablation) over
+  seeds through the on-disk run cache and summarizes them as mean and 95% CI.
+* :func:`published_benchmarks` reads the table of submitted Fashion-MNIST results from the
+  dataset's README (Debian's ``dataset-fashion-mnist`` ships it).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cnnlab.data import Dataset
+from cnnlab.train import History, fit
+
+__all__ = [
+    "BENCHMARK_README",
+    "CrossValidation",
+    "ablation_configs",
+    "accuracy",
+    "ci_compare",
+    "ci_text",
+    "compare_configs",
+    "confusion_matrix",
+    "cross_validate",
+    "markdown_table",
+    "per_class_precision",
+    "per_class_recall",
+    "predict",
+    "published_benchmarks",
+    "stratified_k_fold",
+]
+
+# Where Debian's package dataset-fashion-mnist puts the dataset authors' README (with the table).
+BENCHMARK_README = Path("/usr/share/doc/dataset-fashion-mnist/README.md.gz")
+
+Row = dict[str, Any]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, x: Tensor, *, batch_size: int = 256) -> Tensor:
+    """Predicted labels (``argmax`` of the outputs) of ``model`` in eval mode, on the CPU.
+
+    Args:
+        model: a classifier; it runs on the device its parameters are on. Its train/eval mode is
+            restored afterwards.
+        x: ``(N, C, H, W)`` inputs.
+        batch_size: images per forward pass.
+    Returns:
+        int64 ``[N]``.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = [model(x[i : i + batch_size].to(device)).argmax(1).cpu()
+           for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def _check_labels(y: Tensor, name: str, num_classes: int) -> Tensor:
+    y = torch.as_tensor(y).flatten().long()
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"Invalid {name}: labels must be in [0, {num_classes}), got "
+                         f"[{int(y.min())}, {int(y.max())}]")
+    return y
+
+
+def confusion_matrix(y_true: Tensor, y_pred: Tensor, num_classes: int) -> Tensor:
+    """Counts of (true class, predicted class) pairs.
+
+    .. math:: C_{ij} = \\#\\{n : y_n = i,\\ \\hat y_n = j\\}
+
+    Row ``i`` sums to the number of examples of class ``i``; the diagonal holds the hits
+    (scikit-learn's ``confusion_matrix`` layout).
+
+    Args:
+        y_true: int labels ``[N]``.
+        y_pred: int labels ``[N]``.
+        num_classes: ``K``; labels must lie in ``[0, K)``.
+    Returns:
+        int64 ``[K, K]``.
+    """
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"Invalid num_classes value: {num_classes!r} (must be a positive int)")
+    t = _check_labels(y_true, "y_true", num_classes)
+    p = _check_labels(y_pred, "y_pred", num_classes)
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {len(t)} vs {len(p)}")
+    flat = torch.bincount(t * num_classes + p, minlength=num_classes * num_classes)  # (K*K,)
+    return flat.reshape(num_classes, num_classes)  # (K true, K predicted)
+
+
+def accuracy(cm: Tensor) -> float:
+    """Share of correct predictions: ``trace(C) / sum(C)`` (NaN for an empty matrix)."""
+    total = int(cm.sum())
+    return float(cm.diagonal().sum()) / total if total else math.nan
+
+
+def per_class_recall(cm: Tensor) -> Tensor:
+    """Recall of each class, ``C_ii / sum_j C_ij``: the share of class ``i`` found (NaN for a
+    class with no examples). For one class this is the accuracy on that class's images."""
+    cm = cm.double()
+    return cm.diagonal() / cm.sum(dim=1)
+
+
+def per_class_precision(cm: Tensor) -> Tensor:
+    """Precision of each class, ``C_ii / sum_j C_ji``: the share of predictions of ``i`` that are
+    right (NaN for a class never predicted)."""
+    cm = cm.double()
+    return cm.diagonal() / cm.sum(dim=0)
+
+
+# ----------------------------------------------------------------------------- cross-validation
+
+
+def stratified_k_fold(
+    labels: Tensor, k: int, generator: torch.Generator
+) -> list[tuple[Tensor, Tensor]]:
+    """Split ``range(N)`` into ``k`` disjoint folds that keep each class's share.
+
+    Each class's indices are shuffled with ``generator`` and dealt round-robin to the folds, so
+    fold sizes differ by at most one per class.
+
+    Args:
+        labels: int64 ``[N]``.
+        k: number of folds, ``2 <= k <= N``.
+        generator: the source of randomness.
+    Returns:
+        ``k`` pairs ``(train_idx, val_idx)``: ``val_idx`` is fold ``i``, ``train_idx`` the rest;
+        the ``val_idx`` of all folds partition ``range(N)``.
+    """
+    n = len(labels)
+    if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= n:
+        raise ValueError(f"Invalid k value: {k!r} (must be an int in [2, {n}])")
+    fold_of = torch.empty(n, dtype=torch.long)
+    start = 0  # continue the round-robin across classes so small classes do not pile up in fold 0
+    for c in torch.unique(labels):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        fold_of[idx] = (torch.arange(len(idx)) + start) % k
+        start = (start + len(idx)) % k
+    out = []
+    for i in range(k):
+        val = torch.nonzero(fold_of == i).flatten()
+        train = torch.nonzero(fold_of != i).flatten()
+        out.append((train[torch.randperm(len(train), generator=generator)], val))
+    return out
+
+
+@dataclass
+class CrossValidation:
+    """What :func:`cross_validate` measured."""
+
+    fold_acc: list[float]  # accuracy on each held-out fold
+    histories: list[History]  # each fold's training history
+    mean: float  # mean fold accuracy
+    low: float  # 95% CI of the mean (Student t over the folds)
+    high: float
+
+    @property
+    def k(self) -> int:
+        return len(self.fold_acc)
+
+
+def _standardize(train_x: Tensor, *others: Tensor) -> list[Tensor]:
+    mean = train_x.mean(dim=(0, 2, 3), keepdim=True)  # (1, C, 1, 1)
+    std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)  # (1, C, 1, 1)
+    return [((t - mean) / std).contiguous() for t in (train_x, *others)]
+
+
+def cross_validate(
+    data: Dataset,
+    make_model: Callable[[int], nn.Module],
+    *,
+    k: int = 5,
+    seed: int = 0,
+    **fit_kwargs: Any,
+) -> CrossValidation:
+    """k-fold cross-validation on ``data.train`` (``data.val`` and ``data.test`` are not used).
+
+    For fold ``i``: train a fresh ``make_model(i)`` on the other ``k - 1`` folds with
+    :func:`~cnnlab.train.fit` and measure its accuracy on fold ``i``. The images are
+    standardized again with the training folds' own mean and standard deviation, so nothing
+    about the held-out fold leaks into training. The held-out fold also serves as ``fit``'s
+    validation split, so do not pass a hook that selects on validation (early stopping) unless
+    that is what you want to measure.
+
+    Args:
+        data: a :class:`~cnnlab.data.Dataset`; its training split is the pool.
+        make_model: ``fold -> model`` (e.g. ``lambda i: build_model(shape, 10, seed=i)``).
+        k: number of folds.
+        seed: seeds the fold split and each fold's ``fit`` (``seed + i``).
+        **fit_kwargs: passed to :func:`~cnnlab.train.fit` (``epochs`` and ``lr`` are required).
+    Returns:
+        A :class:`CrossValidation` with the k fold accuracies and their mean and 95% CI.
+    """
+    from cnnlab.experiments import confidence_interval
+
+    x, y = data.train
+    folds = stratified_k_fold(y, k, torch.Generator().manual_seed(seed))
+    accs, histories = [], []
+    for i, (train_idx, val_idx) in enumerate(folds):
+        x_tr, x_va = _standardize(x[train_idx], x[val_idx])
+        fold = replace(data, train=(x_tr, y[train_idx]), val=(x_va, y[val_idx]),
+                       test=(x_va, y[val_idx]))
+        hist = fit(make_model(i), fold, seed=seed + i, **fit_kwargs)
+        accs.append(hist.test_acc)  # the held-out fold, evaluated after training
+        histories.append(hist)
+    mean, low, high = confidence_interval(accs)
+    return CrossValidation(fold_acc=accs, histories=histories, mean=mean, low=low, high=high)
+
+
+# ----------------------------------------------------------------------------- named configurations
+
+
+def ablation_configs(
+    base: Any,
+    *,
+    dropout: float = 0.5,
+    weight_decay: float = 5e-4,
+    patience: int = 3,
+) -> dict[str, Any]:
+    """The book's ablation: ``base`` alone, with each technique added on its own, and with all.
+
+    Args:
+        base: a :class:`~cnnlab.experiments.RunConfig` with every technique off.
+        dropout: the dropout rate of ``+dropout`` (before the fully connected layers).
+        weight_decay: SGD's weight decay of ``+weight decay``.
+        patience: epochs of patience of ``+early stopping``.
+    Returns:
+        ``{"baseline", "+BN", "+dropout", "+weight decay", "+augmentation", "+early stopping",
+        "all together"}`` -> RunConfig, in that order.
+    """
+    techniques = {
+        "+BN": {"batch_norm": True},
+        "+dropout": {"dropout": dropout},
+        "+weight decay": {"weight_decay": weight_decay},
+        "+augmentation": {"augment": True},
+        "+early stopping": {"early_stopping": patience},
+    }
+    configs = {"baseline": base}
+    for name, change in techniques.items():
+        configs[name] = replace(base, **change)
+    configs["all together"] = replace(base, **{k: v for c in techniques.values()
+                                               for k, v in c.items()})
+    for config in configs.values():
+        config.validate()
+    return configs
+
+
+def compare_configs(
+    configs: Mapping[str, Any],
+    seeds: int | Sequence[int] = 5,
+    *,
+    metrics: Sequence[str] = ("test_acc", "train_acc", "gap", "train_time"),
+    **sweep_kwargs: Any,
+) -> tuple[list[Row], list[Row]]:
+    """Run named :class:`~cnnlab.experiments.RunConfig` s (e.g. an ablation) over seeds.
+
+    Each configuration goes through :func:`cnnlab.experiments.sweep` with itself as the only
+    value, so runs are cached on disk under the same keys as ``run_cached(config, seed)`` and the
+    seeds train in the sweep's worker processes.
+
+    Args:
+        configs: ``name -> RunConfig``, in the order the table should show them.
+        seeds: a count (``0..n-1``) or an explicit list.
+        metrics: row fields to summarize as mean and 95% CI (``train_time`` included).
+        **sweep_kwargs: passed to ``sweep`` (``cache``, ``use_cache``, ``workers``, ...).
+    Returns:
+        ``(rows, summary)``: every run's row with a ``"name"`` field added, and per name (in the
+        order of ``configs``) ``n``, ``n_diverged`` and each metric's mean, ``_low`` and
+        ``_high``.
+    """
+    from cnnlab.experiments import summarize, sweep
+
+    if not configs:
+        raise ValueError("Invalid configs: need at least one named configuration")
+    for config in configs.values():
+        config.validate()  # every configuration is checked before anything trains
+    rows: list[Row] = []
+    for name, config in configs.items():
+        field = "epochs"  # any field works: the sweep has one value, the config's own
+        result = sweep(config, field, [config.epochs], seeds, metrics=tuple(metrics),
+                       **sweep_kwargs)
+        rows += [{**r, "name": name} for r in result.rows]
+    summary = summarize(rows, "name", tuple(metrics))
+    return rows, summary
+
+
+def ci_compare(a: Row, b: Row, metric: str = "test_acc") -> int:
+    """Compare two summary rows by their 95% confidence intervals of ``metric``.
+
+    Returns:
+        ``+1`` when ``a``'s interval lies entirely above ``b``'s, ``-1`` when entirely below,
+        ``0`` when they overlap (no difference is established; a conservative rule: intervals
+        that overlap a little can still differ at the 5% level). NaN bounds give ``0``.
+    """
+    a_low, a_high = a[f"{metric}_low"], a[f"{metric}_high"]
+    b_low, b_high = b[f"{metric}_low"], b[f"{metric}_high"]
+    if a_low > b_high:
+        return 1
+    if a_high < b_low:
+        return -1
+    return 0
+
+
+def ci_text(row: Row, metric: str = "test_acc", *, percent: bool = True, digits: int = 1) -> str:
+    """``"89.1% (88.8-89.5%)"``: a summary row's mean of ``metric`` and its 95% CI."""
+    if percent:
+        return (f"{100 * row[metric]:.{digits}f}% ({100 * row[f'{metric}_low']:.{digits}f}"
+                f"\u2013{100 * row[f'{metric}_high']:.{digits}f}%)")
+    return (f"{row[metric]:.{digits}f} ({row[f'{metric}_low']:.{digits}f}"
+            f"\u2013{row[f'{metric}_high']:.{digits}f})")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table (``|`` in cells escaped); show it with ``IPython.display.Markdown``."""
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
+             "|" + "---|" * len(header)]
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(
+                f"Invalid row {list(row)!r}: {len(row)} cells for {len(header)} columns")
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- benchmarks
+
+_TABLE_HEADER = re.compile(r"^\|\s*Classifier\s*\|", re.IGNORECASE)
+
+
+def _parse_accuracy(text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        return math.nan
+
+
+def published_benchmarks(path: str | Path | None = None) -> list[Row]:
+    """The benchmark table of Fashion-MNIST's README: results that readers submitted.
+
+    The dataset authors' README (shipped gzipped by Debian's ``dataset-fashion-mnist`` as
+    ``/usr/share/doc/dataset-fashion-mnist/README.md.gz``) has a markdown table "Classifier |
+    Preprocessing | Fashion test accuracy | MNIST test accuracy | Submitter | Code"; the authors
+    note that they have not verified these numbers. (The package's ``benchmark/baselines.json``
+    is only the hyper-parameter grid of their scikit-learn benchmark, not results.)
+
+    Args:
+        path: the README (``.md`` or ``.md.gz``); default :data:`BENCHMARK_README`.
+    Returns:
+        One dict per table row: ``classifier``, ``preprocessing`` (strings),
+        ``fashion_acc``, ``mnist_acc`` (floats, NaN where the table has "-"), ``submitter``
+        (the link text). An empty list when the file has no such table.
+    Raises:
+        FileNotFoundError: the file does not exist.
+    """
+    path = Path(path) if path is not None else BENCHMARK_README
+    raw = path.read_bytes()
+    text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf8")
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if _TABLE_HEADER.match(line)), None)
+    if start is None:
+        return []
+    rows = []
+    for line in lines[start + 2 :]:  # skip the header and the |---| line
+        if not line.strip().startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 5:
+            continue
+        submitter = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", cells[4])  # [name](url) -> name
+        rows.append({
+            "classifier": cells[0], "preprocessing": cells[1],
+            "fashion_acc": _parse_accuracy(cells[2]), "mnist_acc": _parse_accuracy(cells[3]),
+            "submitter": submitter,
+        })
+    return rows

@@ -1,0 +1,269 @@
+"""Metrics against scikit-learn, k-fold splits, cross-validation, named-config comparisons and
+the published-benchmark reader."""
+
+from __future__ import annotations
+
+import gzip
+import math
+
+import pytest
+import torch
+from sklearn import metrics as skm
+from torch import nn
+from torch.testing import assert_close
+
+from cnnlab.evaluation import (
+    BENCHMARK_README,
+    accuracy,
+    compare_configs,
+    confusion_matrix,
+    cross_validate,
+    per_class_precision,
+    per_class_recall,
+    predict,
+    published_benchmarks,
+    stratified_k_fold,
+)
+from cnnlab.experiments import RunConfig
+from cnnlab.models import build_model
+
+CALLS: list[tuple[float, int]] = []
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: the tensors are tiny, and two threads on a busy 2-core machine make
+    each training step many times slower. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def fake_runner(config, seed):
+    """Stand-in for training: accuracy depends on the config's dropout and on the seed."""
+    CALLS.append((config.dropout, seed))
+    acc = 0.8 + config.dropout / 10 + seed / 1000
+    return {**config.to_dict(), "seed": seed, "test_acc": acc, "train_acc": acc + 0.1,
+            "gap": 0.1, "diverged": False, "train_time": 1.0 + seed}
+
+
+def _labels(n: int = 200, k: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, k, (n,), generator=g)
+    p = torch.where(torch.rand(n, generator=g) < 0.7, y, torch.randint(0, k, (n,), generator=g))
+    return y, p
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_confusion_matrix_and_scores_match_sklearn() -> None:
+    y, p = _labels()
+    cm = confusion_matrix(y, p, 4)
+    assert cm.dtype == torch.int64
+    assert_close(cm, torch.as_tensor(skm.confusion_matrix(y, p, labels=range(4))))
+    assert accuracy(cm) == pytest.approx(skm.accuracy_score(y, p))
+    assert_close(per_class_recall(cm), torch.as_tensor(skm.recall_score(y, p, average=None)))
+    assert_close(per_class_precision(cm),
+                 torch.as_tensor(skm.precision_score(y, p, average=None)))
+
+
+def test_confusion_matrix_counts_absent_classes_as_nan_scores() -> None:
+    cm = confusion_matrix(torch.tensor([0, 0, 1]), torch.tensor([0, 1, 1]), 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 0]]
+    recall, precision = per_class_recall(cm), per_class_precision(cm)
+    assert recall[:2].tolist() == [0.5, 1.0] and math.isnan(recall[2])
+    assert math.isnan(precision[2])
+    assert math.isnan(accuracy(torch.zeros(3, 3, dtype=torch.long)))
+
+
+@pytest.mark.parametrize(
+    "y_true, y_pred, k, match",
+    [([0, 3], [0, 1], 3, "y_true"), ([0, 1], [0, -1], 3, "y_pred"),
+     ([0, 1], [0], 3, "differ in length"), ([0], [0], 0, "num_classes")],
+)
+def test_confusion_matrix_rejects_bad_labels(y_true, y_pred, k, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        confusion_matrix(torch.tensor(y_true), torch.tensor(y_pred), k)
+
+
+def test_predict_is_argmax_in_eval_mode_and_restores_the_mode() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(16, 3))
+    x = torch.randn(10, 1, 4, 4)
+    model.train()
+    labels = predict(model, x, batch_size=3)
+    model.eval()
+    assert_close(labels, model(x).argmax(1))
+    model.train()
+    predict(model, x)
+    assert model.training
+
+
+# ----------------------------------------------------------------------------- k-fold
+
+
+def test_stratified_k_fold_partitions_and_keeps_class_shares() -> None:
+    y = torch.tensor([0] * 50 + [1] * 30 + [2] * 7)
+    folds = stratified_k_fold(y, 5, torch.Generator().manual_seed(0))
+    assert len(folds) == 5
+    val_all = torch.cat([v for _, v in folds])
+    assert sorted(val_all.tolist()) == list(range(len(y)))  # a partition
+    for train, val in folds:
+        assert set(train.tolist()).isdisjoint(val.tolist())
+        assert len(train) + len(val) == len(y)
+    for c in range(3):
+        counts = [int((y[v] == c).sum()) for _, v in folds]
+        assert max(counts) - min(counts) <= 1  # every fold keeps the class's share
+    sizes = [len(v) for _, v in folds]
+    assert max(sizes) - min(sizes) <= 1  # small classes do not all land in fold 0
+
+
+def test_stratified_k_fold_is_seeded() -> None:
+    y = torch.arange(40) % 4
+    a = stratified_k_fold(y, 4, torch.Generator().manual_seed(1))
+    b = stratified_k_fold(y, 4, torch.Generator().manual_seed(1))
+    c = stratified_k_fold(y, 4, torch.Generator().manual_seed(2))
+    assert all(torch.equal(x[1], z[1]) for x, z in zip(a, b))
+    assert any(not torch.equal(x[1], z[1]) for x, z in zip(a, c))
+
+
+@pytest.mark.parametrize("k", [1, 11, 2.0, True])
+def test_stratified_k_fold_rejects_bad_k(k) -> None:
+    with pytest.raises(ValueError, match="Invalid k value"):
+        stratified_k_fold(torch.zeros(10, dtype=torch.long), k, torch.Generator())
+
+
+def test_cross_validate_trains_one_model_per_fold(digits) -> None:
+    built = []
+
+    def make(i: int) -> nn.Module:
+        built.append(i)
+        return build_model(digits.input_shape, digits.num_classes, seed=i, width=8)
+
+    cv = cross_validate(digits, make, k=3, seed=0, epochs=5, lr=0.05, progress=False)
+    assert built == [0, 1, 2] and cv.k == 3 and len(cv.histories) == 3
+    assert all(0.5 < a <= 1.0 for a in cv.fold_acc)  # well above chance (10%) on digits
+    assert cv.low <= cv.mean <= cv.high
+    assert cv.mean == pytest.approx(sum(cv.fold_acc) / 3)
+    folds = stratified_k_fold(digits.train[1], 3, torch.Generator().manual_seed(0))
+    steps = [5 * math.ceil(len(train) / 64) for train, _ in folds]  # trained on k-1 folds
+    assert [h.steps for h in cv.histories] == steps
+
+
+# ----------------------------------------------------------------------------- compare_configs
+
+
+def test_compare_configs_summarizes_in_order_and_uses_the_cache(tmp_cache) -> None:
+    CALLS.clear()
+    configs = {"base": RunConfig(), "+dropout": RunConfig(dropout=0.5)}
+    rows, summary = compare_configs(configs, 3, runner=fake_runner, workers=1)
+    assert [s["name"] for s in summary] == ["base", "+dropout"]
+    assert len(rows) == 6 and {r["name"] for r in rows} == {"base", "+dropout"}
+    base, drop = summary
+    assert base["n"] == 3 and base["test_acc"] == pytest.approx(0.801)
+    assert drop["test_acc"] == pytest.approx(0.851)
+    assert base["train_time"] == pytest.approx(2.0)
+    assert base["train_time_low"] < 2.0 < base["train_time_high"]
+    assert len(CALLS) == 6
+    compare_configs(configs, 3, runner=fake_runner, workers=1)
+    assert len(CALLS) == 6  # all cached
+
+
+def test_compare_configs_validates_before_training(tmp_cache) -> None:
+    CALLS.clear()
+    with pytest.raises(ValueError, match="Invalid dropout"):
+        compare_configs({"ok": RunConfig(), "bad": RunConfig(dropout=1.5)}, 2,
+                        runner=fake_runner, workers=1)
+    assert CALLS == []
+    with pytest.raises(ValueError, match="at least one"):
+        compare_configs({}, 2)
+
+
+# ----------------------------------------------------------------------------- benchmarks
+
+_README = """\
+# Fashion-MNIST
+## Benchmark
+| Classifier | Preprocessing | Fashion test accuracy | MNIST test accuracy | Submitter| Code |
+| --- | --- | --- | --- | --- |--- |
+|2 Conv+pooling | None | 0.876 | - | [Kashif Rasul](https://twitter.com/krasul) | [:link:](x) |
+|2 Conv <100K parameters | None | 0.925 | 0.992 |[@hardmaru](https://x.org/h) | [:link:](y)|
+
+### Other Explorations of Fashion-MNIST
+"""
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_published_benchmarks_parses_the_readme_table(tmp_path, gz: bool) -> None:
+    path = tmp_path / ("README.md.gz" if gz else "README.md")
+    data = _README.encode()
+    path.write_bytes(gzip.compress(data) if gz else data)
+    rows = published_benchmarks(path)
+    assert [r["classifier"] for r in rows] == ["2 Conv+pooling", "2 Conv <100K parameters"]
+    assert rows[0]["fashion_acc"] == 0.876 and math.isnan(rows[0]["mnist_acc"])
+    assert rows[1]["mnist_acc"] == 0.992
+    assert rows[0]["submitter"] == "Kashif Rasul" and rows[0]["preprocessing"] == "None"
+
+
+def test_published_benchmarks_without_a_table_or_file(tmp_path) -> None:
+    (tmp_path / "r.md").write_text("# no table here\n")
+    assert published_benchmarks(tmp_path / "r.md") == []
+    with pytest.raises(FileNotFoundError):
+        published_benchmarks(tmp_path / "missing.md")
+
+
+@pytest.mark.skipif(not BENCHMARK_README.exists(), reason="dataset-fashion-mnist not installed")
+def test_published_benchmarks_reads_the_debian_copy() -> None:
+    rows = published_benchmarks()
+    convs = [r for r in rows if "Conv" in r["classifier"]]
+    assert len(convs) >= 5
+    assert all(0.5 < r["fashion_acc"] < 1.0 for r in convs)
+
+
+def test_ablation_configs_adds_one_technique_at_a_time() -> None:
+    from cnnlab.evaluation import ablation_configs
+
+    base = RunConfig("digits", 100, epochs=3)
+    configs = ablation_configs(base, dropout=0.3, weight_decay=1e-3, patience=2)
+    assert list(configs) == ["baseline", "+BN", "+dropout", "+weight decay", "+augmentation",
+                             "+early stopping", "all together"]
+    assert configs["baseline"] is base
+    assert configs["+BN"] == RunConfig("digits", 100, epochs=3, batch_norm=True)
+    assert configs["+dropout"].dropout == 0.3 and configs["+weight decay"].weight_decay == 1e-3
+    assert configs["+augmentation"].augment and configs["+early stopping"].early_stopping == 2
+    assert configs["all together"] == RunConfig(
+        "digits", 100, epochs=3, batch_norm=True, dropout=0.3, weight_decay=1e-3, augment=True,
+        early_stopping=2)
+    with pytest.raises(ValueError, match="Invalid early_stopping"):
+        ablation_configs(base, patience=0)
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def _row(mean: float, low: float, high: float) -> dict:
+    return {"test_acc": mean, "test_acc_low": low, "test_acc_high": high}
+
+
+def test_ci_compare_needs_separated_intervals() -> None:
+    from cnnlab.evaluation import ci_compare
+
+    base = _row(0.80, 0.78, 0.82)
+    assert ci_compare(_row(0.85, 0.83, 0.87), base) == 1
+    assert ci_compare(_row(0.70, 0.69, 0.71), base) == -1
+    assert ci_compare(_row(0.83, 0.81, 0.85), base) == 0  # overlapping: not established
+    assert ci_compare(_row(0.9, math.nan, math.nan), base) == 0
+
+
+def test_ci_text_and_markdown_table() -> None:
+    from cnnlab.evaluation import ci_text, markdown_table
+
+    assert ci_text(_row(0.8912, 0.8875, 0.8949)) == "89.1% (88.8\u201389.5%)"
+    row = {"t": 2.345, "t_low": 2.0, "t_high": 2.75}
+    assert ci_text(row, "t", percent=False, digits=2) == "2.35 (2.00\u20132.75)"
+    table = markdown_table(["a", "b"], [[1, "x|y"], ["2", "line\nbreak"]])
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | x\\|y |", "| 2 | line break |"]
+    with pytest.raises(ValueError, match="Invalid row"):
+        markdown_table(["a", "b"], [[1]])
