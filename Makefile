@@ -35,10 +35,13 @@ system-deps:
 # MPLBACKEND is unset for the build so that ipykernel picks its inline backend and figures appear
 # on the pages (with the Agg exported above for tests, a figure would print as "<Figure ...>").
 # BOOK_TOC=path/to/toc.yml builds with another table of contents (e.g. a subset of chapters).
+# A failed build forgets Sphinx's environment (_build/.doctrees): Sphinx warns only while it reads
+# a page, so an incremental rebuild would skip the failing page and pass. The next build re-reads
+# every page; executed notebooks still come from jupyter-cache, so that takes seconds.
 BOOK_TOC ?=
 book: env
 	env -u MPLBACKEND $(VENV)/bin/jupyter-book build . --warningiserror --keep-going \
-	  $(if $(BOOK_TOC),--toc $(BOOK_TOC))
+	  $(if $(BOOK_TOC),--toc $(BOOK_TOC)) || { rm -rf _build/.doctrees; exit 1; }
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 	$(PY) scripts/check_site.py $(if $(BOOK_TOC),--toc $(BOOK_TOC))
 

@@ -43,6 +43,9 @@ SHARED_FILES = {"searchindex.js"}
 # Resource-carrying attributes per tag.
 LINK_ATTRS = {"a": "href", "link": "href", "img": "src", "script": "src", "iframe": "src",
               "source": "src", "video": "src", "audio": "src", "embed": "src", "object": "data"}
+# <link rel=...> values whose target the browser loads with the page (the rest are links).
+LOADED_LINK_RELS = {"stylesheet", "icon", "shortcut", "preload", "modulepreload", "manifest",
+                    "apple-touch-icon"}
 EXTERNAL_SCHEMES = {"http", "https", "mailto", "tel", "ftp"}  # links to elsewhere: not followed
 INLINE_SCHEMES = {"data", "javascript", "blob"}  # nothing to resolve
 # What a reader must never see in an output cell (or in an output kept in widget state).
@@ -78,8 +81,12 @@ class _Parser(HTMLParser):
             if a.get(key):
                 self.page.ids.add(a[key])
         attr = LINK_ATTRS.get(tag)
-        if attr and a.get(attr) and not (tag == "link" and "preconnect" in a.get("rel", "")):
-            self.page.refs.append((tag, a[attr]))
+        if attr and a.get(attr):
+            if tag == "link" and not LOADED_LINK_RELS & set(a.get("rel", "").lower().split()):
+                # <link rel="next|prev|index|search|canonical">: a link, not a resource.
+                self.page.refs.append(("a", a[attr]))
+            else:
+                self.page.refs.append((tag, a[attr]))
         if tag == "meta" and a.get("http-equiv", "").lower() == "refresh":
             m = re.search(r"url=(.+)$", a.get("content", ""), re.I)
             if m:

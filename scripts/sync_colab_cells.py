@@ -8,10 +8,10 @@ launch buttons are built from it by sphinx-book-theme, and each notebook's first
     python scripts/sync_colab_cells.py            # rewrite book/*.ipynb where the cell differs
     python scripts/sync_colab_cells.py --check    # only report (exit 1 if any notebook differs)
 
-A first cell that already is a Colab cell (it mentions ``google.colab``) is replaced in place
-(its id is kept); otherwise the Colab cell is inserted before it. The cell is tagged
-``remove-cell`` so the site hides it, and has no outputs. ``tests/test_book.py`` checks that
-every notebook agrees.
+An existing Colab cell (a code cell that mentions ``google.colab``) is rewritten, keeping its id,
+and moved to the front if it is not there; a notebook without one gets one inserted first. The
+cell is tagged ``remove-cell`` so the site hides it, and has no outputs. ``tests/test_book.py``
+checks that every notebook agrees.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def problems(nb: dict, url: str) -> list[str]:
     """How the notebook's first cell differs from the Colab cell (empty when it agrees)."""
     cells = nb.get("cells", [])
     if not cells or not is_colab_cell(cells[0]):
-        return ["the first cell is not the Colab install cell"]
+        at = [i for i, c in enumerate(cells) if is_colab_cell(c)]
+        where = f" (it is cell {at[0] + 1})" if at else ""
+        return [f"the first cell is not the Colab install cell{where}"]
     cell, out = cells[0], []
     if "".join(cell["source"]) != colab_source(url):
         out.append(f"the Colab cell does not install from {url} exactly as "
@@ -74,12 +76,13 @@ def sync(nb: nbformat.NotebookNode, url: str) -> bool:
     """Make the notebook's first cell the Colab cell; return whether anything changed."""
     if not problems(nb, url):
         return False
-    if nb.cells and is_colab_cell(nb.cells[0]):
-        cell = nb.cells[0]
+    at = [i for i, c in enumerate(nb.cells) if is_colab_cell(c)]
+    if at:  # the Colab cell exists: move it to the front and rewrite it
+        cell = nb.cells.pop(at[0])
         cell.source, cell.outputs, cell.execution_count = colab_source(url), [], None
     else:
         cell = nbformat.v4.new_code_cell(colab_source(url))
-        nb.cells.insert(0, cell)
+    nb.cells.insert(0, cell)
     tags = cell.metadata.setdefault("tags", [])
     if TAG not in tags:
         tags.append(TAG)

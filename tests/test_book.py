@@ -157,6 +157,14 @@ def test_sync_inserts_replaces_and_is_idempotent(tmp_path: Path) -> None:
     assert len(nb.cells) == 1 and nb.cells[0].id == cell_id and not nb.cells[0].outputs
     assert f'"cnnlab @ git+{url}"' in nb.cells[0].source
 
+    title = nbformat.v4.new_markdown_cell("# Title")
+    second = nbformat.v4.new_notebook(cells=[title, nbformat.v4.new_code_cell(
+        'import sys\nif "google.colab" in sys.modules:\n    pass')])
+    assert sync.problems(second, url) == [
+        "the first cell is not the Colab install cell (it is cell 2)"]
+    assert sync.sync(second, url) and not sync.problems(second, url)
+    assert len(second.cells) == 2 and second.cells[1] is title  # moved, not duplicated
+
     path = tmp_path / "ch.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), path)
     assert sync.main(["--check", str(path)]) == 1

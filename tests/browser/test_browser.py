@@ -15,7 +15,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 import yaml
@@ -132,18 +132,47 @@ def _move_sliders(page, visit: Visit) -> None:
                                          f"from {value} to {moved}")
 
 
-def _visit(context, base: str, site: Path, path: Path, doc: str | None, shots: Path) -> Visit:
+def _quiet(page, inflight: dict, quiet_ms: int = 500, timeout_ms: int = TIMEOUT_MS) -> None:
+    """Wait until no request of the page has been in flight for ``quiet_ms``. (Playwright's
+    "networkidle" can miss requests served from Chromium's memory cache and then never fire.)"""
+    waited, still = 0, 0
+    while still < quiet_ms:
+        if waited > timeout_ms:
+            raise TimeoutError(f"requests still in flight after {timeout_ms} ms: "
+                               f"{sorted(inflight.values())[:5]}")
+        page.wait_for_timeout(100)
+        waited += 100
+        still = 0 if inflight else still + 100
+
+
+def _visit(browser, base: str, site: Path, path: Path, doc: str | None, shots: Path) -> Visit:
+    """Visit one page in a fresh browser context (as a first-time reader: nothing cached)."""
     rel = path.relative_to(site).as_posix()
     visit = Visit(rel, doc)
     origin = urlsplit(base).netloc
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+
+    def route(r) -> None:
+        # Nothing leaves the machine: off-origin requests are recorded (below) and aborted.
+        if urlsplit(r.request.url).netloc in ("", origin):
+            r.continue_()
+        else:
+            r.abort()
+
+    context.route("**/*", route)
     page = context.new_page()
+    inflight: dict[int, str] = {}
 
     def on_request(request) -> None:
         parts = urlsplit(request.url)
         if parts.scheme in ("data", "blob", "about"):
             return
+        inflight[id(request)] = request.url
         if parts.netloc != origin:
             visit.offsite.append(request.url)
+
+    def on_done(request) -> None:
+        inflight.pop(id(request), None)
 
     def on_response(response) -> None:
         parts = urlsplit(response.url)
@@ -155,6 +184,7 @@ def _visit(context, base: str, site: Path, path: Path, doc: str | None, shots: P
             visit.own_bytes += int(response.headers.get("content-length", 0))
 
     def on_failed(request) -> None:
+        inflight.pop(id(request), None)
         if urlsplit(request.url).netloc == origin:
             visit.failed.append(f"{request.failure} {request.url}")
 
@@ -169,15 +199,21 @@ def _visit(context, base: str, site: Path, path: Path, doc: str | None, shots: P
     page.on("request", on_request)
     page.on("response", on_response)
     page.on("requestfailed", on_failed)
+    page.on("requestfinished", on_done)
     page.on("console", on_console)
     page.on("pageerror", on_pageerror)
+    redirect = [url for tag, url in check_site.parse(path).refs if tag == "meta"]
     try:
+        if redirect:
+            # A redirect page (index.html): it must land on the page it names, which is
+            # checked on its own visit.
+            target = urljoin(base + rel, redirect[0]).split("#")[0]
+            page.goto(base + rel, wait_until="commit", timeout=TIMEOUT_MS)
+            page.wait_for_url(target, wait_until="load", timeout=TIMEOUT_MS)
+            page.wait_for_timeout(200)
+            return visit
         page.goto(base + rel, wait_until="load", timeout=TIMEOUT_MS)
-        if any(tag == "meta" for tag, _ in check_site.parse(path).refs):
-            # A redirect page (index.html): it must land on a page of the site.
-            page.wait_for_url(lambda url: url != base + rel, timeout=TIMEOUT_MS)
-            page.wait_for_load_state("load")
-        page.wait_for_load_state("networkidle", timeout=TIMEOUT_MS)
+        _quiet(page, inflight)
         page.evaluate("() => (window.MathJax && MathJax.startup && MathJax.startup.promise)"
                       " ? MathJax.startup.promise.then(() => true) : true")
         views = page.locator(f'script[type="{WIDGET_VIEW}"]').count()
@@ -188,7 +224,8 @@ def _visit(context, base: str, site: Path, path: Path, doc: str | None, shots: P
                     arg=views, timeout=30_000)
             except Exception:  # noqa: BLE001 - reported below as a widget problem
                 pass
-            page.wait_for_load_state("networkidle", timeout=TIMEOUT_MS)
+        page.evaluate("() => document.fonts.ready.then(() => true)")
+        _quiet(page, inflight)
         try:
             page.wait_for_function("() => Array.from(document.images).every(i => i.complete)",
                                    timeout=15_000)
@@ -210,7 +247,7 @@ def _visit(context, base: str, site: Path, path: Path, doc: str | None, shots: P
     except Exception as exc:  # noqa: BLE001 - every page is visited; the failure is reported
         visit.error = f"{type(exc).__name__}: {exc}"
     finally:
-        page.close()
+        context.close()
     return visit
 
 
@@ -227,21 +264,9 @@ def visits(site: Path, server: str, chapters: list[str]) -> dict[str, Visit]:
     out: dict[str, Visit] = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        origin = urlsplit(server).netloc
-
-        def route(r) -> None:
-            # Nothing leaves the machine: off-origin requests are recorded (above) and aborted.
-            if urlsplit(r.request.url).netloc in ("", origin):
-                r.continue_()
-            else:
-                r.abort()
-
-        context.route("**/*", route)
         for path in check_site.html_files(site):
             rel = path.relative_to(site).as_posix()
-            out[rel] = _visit(context, server, site, path, docs.get(rel), shots)
-        context.close()
+            out[rel] = _visit(browser, server, site, path, docs.get(rel), shots)
         browser.close()
     return out
 
