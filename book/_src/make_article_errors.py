@@ -162,6 +162,11 @@ code_rows += [
      "{doc}`batch_norm`, {doc}`conv_optimization`"],
     ["4.5", "the \\"convolution-layer optimization\\" listing", SEEN["conv_same"],
      "depthwise-separable convolutions, im2col/GEMM, channels-last memory", "{doc}`conv_optimization`"],
+]
+''')
+
+nb.code('''
+code_rows += [
     ["4.4", "the \\"Dropout optimizer\\" sets `p.data = F.dropout(p.data)`", SEEN["dropopt"],
      "mask activations in training only (`nn.Dropout`), scaled by 1/(1\\u2212p)", "{doc}`dropout`"],
     ["4.4", "`step()` with `train=False`", SEEN["droptrain"], "(no such optimizer)", "{doc}`dropout`"],
@@ -243,6 +248,11 @@ text_rows = [
      "BN adds operations and removes none; where it speeds training, it does so by allowing larger learning rates", "{doc}`batch_norm`, {doc}`choosing`"],
     ["2.3, 3.3", "BN normalizes each batch to mean 0 and variance 1 (nothing else)", SEEN["bnstate"],
      "learnable scale \\u03b3 and shift \\u03b2, running statistics, train/eval modes", "{doc}`batch_norm`"],
+]
+''')
+
+nb.code('''
+text_rows += [
     ["2.4, 3.4", "dropout: drop a fraction of neurons, then update the parameters", SEEN["dropscale"],
      "inverted dropout: scale survivors by 1/(1\\u2212p) in training, do nothing in eval mode", "{doc}`dropout`"],
     ["2.5, 3.5", "parameter sharing: \\"share filters of the same type\\" to save computation", SEEN["sharing"],

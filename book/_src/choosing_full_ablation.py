@@ -1,0 +1,100 @@
+"""Regenerate book/data/ablation_full.json: the ablation of book/choosing.ipynb trained on the
+whole Fashion-MNIST training split (58,000 images after the 2,000-image validation hold-out).
+
+It is too slow for the page's time limit on a 2-core CPU, so the page reads the stored result.
+From the repository root (any machine; runs on a GPU when PyTorch sees one)::
+
+    python book/_src/choosing_full_ablation.py --workers 12 --seeds 5 \\
+        --out book/data/ablation_full.json
+
+Every (configuration, seed) is trained by ``cnnlab.experiments.run_cached`` (cached under
+CNNLAB_CACHE, so an interrupted run resumes) in ``--workers`` spawned processes; the output file
+is rewritten after each finished run, so a run stopped early leaves the finished rows behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import shlex
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import torch
+
+from cnnlab.data import load_dataset
+from cnnlab.evaluation import ablation_configs
+from cnnlab.experiments import RunConfig, run_cached
+from cnnlab.perf import hardware_summary
+
+# The same recipe as the page's small-data ablation, on all training images.
+BASE = RunConfig("fashion_mnist", train_size=None, width=8, epochs=12, lr=0.05, batch_size=64)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+    os.environ["CNNLAB_PROGRESS"] = "0"
+
+
+def _write(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--train-size", type=int, default=None, help="default: all")
+    parser.add_argument("--epochs", type=int, default=BASE.epochs)
+    parser.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                        help="train only these configurations (names as in the table)")
+    parser.add_argument("--out", type=Path, default=Path("book/data/ablation_full.json"))
+    args = parser.parse_args(argv)
+
+    base = RunConfig(**{**BASE.to_dict(), "train_size": args.train_size, "epochs": args.epochs})
+    configs = ablation_configs(base)
+    if args.only:
+        unknown = set(args.only) - set(configs)
+        if unknown:
+            parser.error(f"unknown configuration(s) {sorted(unknown)}; choose from {list(configs)}")
+        configs = {name: c for name, c in configs.items() if name in args.only}
+    jobs = [(name, config, seed) for seed in range(args.seeds)  # seed-major: a run stopped
+            for name, config in configs.items()]               # early keeps every config even
+    meta = {
+        "command": "python book/_src/choosing_full_ablation.py " + shlex.join(sys.argv[1:]),
+        "hardware": hardware_summary(),
+        "python": platform.python_version(),
+        "workers": args.workers,
+        "seeds": args.seeds,
+        "configs": {name: c.to_dict() for name, c in configs.items()},
+        "train_images": len(load_dataset(base.dataset, train_size=base.train_size).train[1]),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    start = time.perf_counter()
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=_init_worker) as pool:
+        futures = {pool.submit(run_cached, config, seed): (name, seed)
+                   for name, config, seed in jobs}
+        for fut in as_completed(futures):
+            name, seed = futures[fut]
+            row = {**fut.result(), "name": name}
+            row.pop("weights", None)  # weight statistics are not used by the page
+            rows.append(row)
+            meta["wall_seconds"] = round(time.perf_counter() - start, 1)
+            _write(args.out, {"meta": meta, "rows": rows})
+            print(f"[{meta['wall_seconds']:7.1f}s] {len(rows)}/{len(jobs)} {name} seed {seed}: "
+                  f"test {row['test_acc']:.4f}, {row['train_time']:.1f}s, "
+                  f"{len(row['history']['val_loss'])} epochs", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
