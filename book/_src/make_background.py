@@ -49,7 +49,7 @@ This book takes every one of those promises and **runs** it. Our promise in retu
   in a visible cell, and the test suite runs every chapter from top to bottom.
 
 The article's formulas are mostly right, but most of its code does not run, and the parts that do
-run do something else than the text says. Each chapter runs the article's code too, and shows
+run do something other than what the text says. Each chapter runs the article's code too, and shows
 what goes wrong.
 ''')
 
@@ -92,8 +92,8 @@ On the **static site** you need nothing but a browser. Every figure, table and n
 when the page was built. Where a chapter has a slider under a figure (a row of precomputed
 frames, one per value of the chapter's parameter), it works without a kernel and without loading
 anything from the internet. The chapters also have a **live panel**: a slider, a seed count and a
-*Train* button that retrains and redraws. It needs a running kernel, so on the static page it is
-only a picture of itself. Use it when you run the notebook.
+*Train* button that retrains and redraws. It needs a running kernel: on the static page its
+controls show, but nothing trains. Use it when you run the notebook.
 
 Each chapter follows the same order. First the article's claim and what is true, then the math,
 then a from-scratch implementation checked against PyTorch, then the article's code, run or shown
@@ -262,31 +262,32 @@ ax.grid(alpha=0.3, axis="y"); ax.legend(fontsize=8); plt.show()
 
 code('''
 diff = [b - a for a, b in zip(acc[LRS[0]], acc[LRS[1]])]  # per seed: lr 2 minus lr 1
-wins, losses = sum(d > 0 for d in diff), sum(d < 0 for d in diff)
-story = f"learning rate {LRS[1]} beats {LRS[0]} in {wins} of the {SEEDS} pairs"
-story += f" (by up to {100 * max(diff):.1f} points)" if wins else ""
-story += f" and loses in {losses}"
-story += f" (by up to {-100 * min(diff):.1f} points)" if losses else ""
-glue_text(bg_story=story, bg_moral="A single pair of runs could tell either story." if wins and
-          losses else "Every pair agrees on the direction here, but not on the size.")
+print("per-seed difference, in points:", ", ".join(f"{100 * d:+.1f}" for d in diff))
+glue_text(bg_lr0=LRS[0], bg_lr1=LRS[1], bg_wins=sum(d > 0 for d in diff),
+          bg_losses=sum(d < 0 for d in diff), bg_diff_min=f"{100 * min(diff):+.1f}",
+          bg_diff_max=f"{100 * max(diff):+.1f}")
 ''')
 
 code('''
 (m0, lo0, hi0), (m1, lo1, hi1) = (confidence_interval(acc[lr]) for lr in LRS)
 overlap = lo1 <= hi0 and lo0 <= hi1
 spread = {lr: f"{100 * (max(acc[lr]) - min(acc[lr])):.1f}" for lr in LRS}  # in points
-glue_text(bg_lr0=LRS[0], bg_lr1=LRS[1], bg_spread0=spread[LRS[0]], bg_spread1=spread[LRS[1]],
+glue_text(bg_spread0=spread[LRS[0]], bg_spread1=spread[LRS[1]],
           bg_ci0=f"{m0:.1%} ({lo0:.1%} to {hi0:.1%})", bg_ci1=f"{m1:.1%} ({lo1:.1%} to {hi1:.1%})",
-          bg_overlap="overlap: over five seeds, this difference is within the noise" if overlap
-          else "do not overlap: over five seeds, the difference is larger than the noise")
+          bg_overlap="overlap" if overlap else "do not overlap")
 ''')
 
 md(r'''
-Compare the two rates seed by seed, each pair sharing its subset, initial weights and batch order:
-{glue:text}`bg_story`. The five seeds span {glue:text}`bg_spread0` points of test accuracy at
-learning rate {glue:text}`bg_lr0` and {glue:text}`bg_spread1` points at {glue:text}`bg_lr1`.
-{glue:text}`bg_moral` The means, with 95% confidence intervals, are {glue:text}`bg_ci0` and
-{glue:text}`bg_ci1`, and the intervals {glue:text}`bg_overlap`.
+Compare the two rates seed by seed, each pair sharing its subset, initial weights and batch
+order. Learning rate {glue:text}`bg_lr1` beats {glue:text}`bg_lr0` in {glue:text}`bg_wins` of the
+five pairs and loses in {glue:text}`bg_losses`; the per-seed differences range from
+{glue:text}`bg_diff_min` to {glue:text}`bg_diff_max` points. A single pair of runs would have
+reported one of these numbers as *the* effect. Within one learning rate, the five seeds span
+{glue:text}`bg_spread0` points of test accuracy at {glue:text}`bg_lr0` and
+{glue:text}`bg_spread1` points at {glue:text}`bg_lr1`. The means, with 95% confidence intervals,
+are {glue:text}`bg_ci0` and {glue:text}`bg_ci1`, and the two intervals {glue:text}`bg_overlap`.
+Overlapping intervals mean that the difference between the means is within the seed-to-seed noise
+of five runs; separate intervals mean that it is larger.
 
 **Cached runs.** Training the same configuration twice wastes time, so `cnnlab.experiments`
 stores every finished run as one small JSON file. Its name is a hash of the full configuration,
@@ -346,8 +347,9 @@ def build() -> nbf.NotebookNode:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    for kind, text, tags in CELLS:
+    for i, (kind, text, tags) in enumerate(CELLS):
         cell = nbf.v4.new_markdown_cell(text) if kind == "md" else nbf.v4.new_code_cell(text)
+        cell.id = f"cell-{i:02d}"  # stable ids: rebuilding the notebook gives no spurious diff
         if tags:
             cell.metadata["tags"] = tags
         nb.cells.append(cell)
