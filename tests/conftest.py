@@ -7,6 +7,8 @@ matplotlib.use("Agg")
 os.environ.setdefault("CNNLAB_PROGRESS", "0")
 # Call-counting tests need runs in this process; the parallel path has its own tests.
 os.environ["CNNLAB_WORKERS"] = "1"
+# No test reaches the network; tests of the download path monkeypatch it.
+os.environ["CNNLAB_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -174,6 +174,7 @@ def test_available_and_choose_dataset(tmp_path, monkeypatch):
     monkeypatch.setitem(D._SYSTEM_DIRS, "mnist", tmp_path / "nowhere")
     monkeypatch.delenv("CNNLAB_MNIST_DIR", raising=False)
     monkeypatch.setenv("CNNLAB_DATA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CNNLAB_OFFLINE", "1")
     assert D.available("digits") and not D.available("mnist")
     name, note = D.choose_dataset("mnist")
     assert name == "digits" and "'mnist' is not on this machine" in note
@@ -182,3 +183,28 @@ def test_available_and_choose_dataset(tmp_path, monkeypatch):
     assert D.choose_dataset("mnist") == ("mnist", "")
     with pytest.raises(ValueError, match="Unknown dataset name: 'svhn'"):
         D.available("svhn")
+
+
+def test_choose_dataset_downloads_when_online(tmp_path, monkeypatch):
+    """In Colab (online), the preferred dataset is downloaded rather than replaced by digits."""
+    monkeypatch.setitem(D._SYSTEM_DIRS, "mnist", tmp_path / "nowhere")
+    monkeypatch.delenv("CNNLAB_MNIST_DIR", raising=False)
+    monkeypatch.setenv("CNNLAB_DATA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CNNLAB_OFFLINE", "0")
+    monkeypatch.setattr(D, "_torchvision_download",
+                        lambda name: fake_mnist_dir(tmp_path / "home" / "MNIST" / "raw"))
+    assert D.choose_dataset("mnist") == ("mnist", "")
+
+
+def test_choose_dataset_falls_back_when_the_download_fails(tmp_path, monkeypatch):
+    monkeypatch.setitem(D._SYSTEM_DIRS, "mnist", tmp_path / "nowhere")
+    monkeypatch.delenv("CNNLAB_MNIST_DIR", raising=False)
+    monkeypatch.setenv("CNNLAB_DATA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CNNLAB_OFFLINE", "0")
+
+    def no_network(name):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(D, "_torchvision_download", no_network)
+    name, note = D.choose_dataset("mnist")
+    assert name == "digits" and "Network is unreachable" in note

@@ -79,3 +79,12 @@ def test_sweep_slider_has_a_frame_per_value():
     html = sweep_slider(fake_result())
     assert html.count('class="cnnlab-slider-img"') == 2
     assert "dropout = 0.5" in html
+
+
+def test_sweep_slider_writes_none_as_off_like_plot_sweep():
+    res = fake_result()
+    for row in res.rows + res.summary:
+        row["dropout"] = None if row["dropout"] == 0.0 else row["dropout"]
+    res.values[0] = None
+    html = sweep_slider(res)
+    assert "dropout = off" in html and "dropout = None" not in html

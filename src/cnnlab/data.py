@@ -271,13 +271,26 @@ def available(name: str) -> bool:
 
 
 def choose_dataset(preferred: str = "fashion_mnist", fallback: str = "digits") -> tuple[str, str]:
-    """``(preferred, "")`` when it is on disk, else ``(fallback, note)`` with a note for the reader
-    saying why the numbers come from ``fallback`` and how to get ``preferred``."""
+    """Pick the dataset a page runs on.
+
+    Returns ``(preferred, "")`` when it is on disk, or when it can be downloaded now (online, e.g.
+    in Colab, and ``CNNLAB_OFFLINE`` is not set). Otherwise ``(fallback, note)``, with a note for
+    the reader saying why the numbers come from ``fallback`` and how to get ``preferred``.
+    """
     if available(preferred):
         return preferred, ""
+    reason: object = "CNNLAB_OFFLINE is set"
+    if _download_allowed():
+        try:
+            _download_or_explain(preferred)
+        except DatasetUnavailableError as exc:
+            reason = exc.__cause__ or exc
+        if available(preferred):
+            return preferred, ""
     return fallback, (
         f"Note: {preferred!r} is not on this machine, so this page runs on {fallback!r} "
-        f"instead; its numbers differ from the published ones. {_offline_error(preferred, 'offline')}"
+        f"instead; its numbers differ from the published ones. "
+        f"{_offline_error(preferred, reason)}"
     )
 
 

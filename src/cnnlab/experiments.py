@@ -16,6 +16,7 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import sys
 import tempfile
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -391,6 +392,9 @@ _POOL_WORKERS = 0
 def _init_worker() -> None:
     torch.set_num_threads(1)  # one core per process; threads would fight over the same cores
     os.environ["CNNLAB_PROGRESS"] = "0"
+    # Ctrl-C / a kernel interrupt is handled by the parent (it cancels the queued runs); a
+    # worker finishing its current run must not print a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _get_pool(workers: int) -> ProcessPoolExecutor:

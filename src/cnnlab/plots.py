@@ -28,6 +28,7 @@ __all__ = [
     "plot_weight_hist",
     "slider_html",
     "sweep_slider",
+    "value_label",
 ]
 
 Row = dict[str, Any]
@@ -40,9 +41,14 @@ def _new_axes(ax: Any = None, figsize: tuple[float, float] = (5.5, 3.5)) -> tupl
     return fig, ax
 
 
+def value_label(value: Any) -> str:
+    """How a parameter value is written in figures and sliders (``None`` means "off")."""
+    return "off" if value is None else str(value)
+
+
 def _positions(values: Sequence[Any]) -> tuple[list[float], list[str], bool]:
     """x positions for parameter values: numeric ones as numbers, others evenly spaced."""
-    labels = ["off" if v is None else str(v) for v in values]
+    labels = [value_label(v) for v in values]
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     if numeric:
         return [float(v) for v in values], labels, True
@@ -258,9 +264,9 @@ def sweep_slider(
         left.set_ylabel("accuracy")
         diverged = sum(bool(r.get("diverged")) for r in rows)
         note = f", {diverged}/{len(rows)} diverged" if diverged else ""
-        left.set_title(f"{result.param} = {value}: learning curves ({len(rows)} seeds{note})",
+        left.set_title(f"{result.param} = {value_label(value)}: learning curves ({len(rows)} seeds{note})",
                        fontsize=9)
         plot_sweep(result, metric, ax=right, logx=logx, highlight=value)
         right.set_title(f"{metric} over the sweep", fontsize=9)
-        frames.append((str(value), fig))
+        frames.append((value_label(value), fig))
     return slider_html(frames, label=result.param, dpi=dpi)

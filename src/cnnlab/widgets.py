@@ -15,7 +15,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from cnnlab.experiments import RunConfig, Runner, SweepResult, run, summarize, sweep
-from cnnlab.plots import plot_sweep
+from cnnlab.plots import plot_sweep, value_label
 
 __all__ = ["PanelState", "describe", "sweep_panel"]
 
@@ -29,7 +29,7 @@ def _pct(x: float) -> str:
 def describe(summary: Row, param: str, metric: str = "test_acc") -> str:
     """One sentence for one summary row, e.g. ``dropout = 0.5: test_acc 91.2% (95% CI
     90.1-92.3%) over 3 seeds; 1 of 3 runs diverged.``"""
-    text = (f"{param} = {summary[param]}: {metric} {_pct(summary[metric])} "
+    text = (f"{param} = {value_label(summary[param])}: {metric} {_pct(summary[metric])} "
             f"(95% CI {_pct(summary[f'{metric}_low'])}-{_pct(summary[f'{metric}_high'])}) "
             f"over {summary['n']} seed{'s' if summary['n'] != 1 else ''}")
     if summary.get("n_diverged"):

@@ -185,3 +185,18 @@ def test_gradient_clipping_rescues_a_too_large_learning_rate(digits) -> None:
     assert losses["grad"] < 0.5 * losses["none"]
     assert losses["grad"] < 0.5 * losses["weight"]
 
+
+
+def test_gradient_clipping_with_infinite_norm_only_records():
+    import math
+
+    net = torch.nn.Linear(4, 3)
+    (net(torch.ones(2, 4)) * 100).sum().backward()
+    before = [p.grad.clone() for p in net.parameters()]
+    hook = GradientClipping(max_norm=math.inf)
+    hook.after_backward(net)
+    for b, p in zip(before, net.parameters()):
+        torch.testing.assert_close(p.grad, b)
+    assert hook.norms[0] == pytest.approx(float(torch.cat([b.flatten() for b in before]).norm()))
+    with pytest.raises(ValueError, match="Invalid max_norm: -inf"):
+        GradientClipping(max_norm=-math.inf)

@@ -113,14 +113,15 @@ class GradientClipping(Hook):
     is emptied when a new ``fit`` starts), so a chapter can plot how large the gradients were.
 
     Args:
-        max_norm: largest allowed total L2 norm of the gradients, ``> 0``, or ``None``.
+        max_norm: largest allowed total L2 norm of the gradients, ``> 0``, or ``None``;
+            ``math.inf`` clips nothing and only records the norms.
         max_value: largest allowed absolute gradient component, ``> 0``, or ``None``.
     """
 
     def __init__(self, max_norm: float | None = None, max_value: float | None = None) -> None:
         if max_norm is None and max_value is None:
             raise ValueError("GradientClipping needs max_norm or max_value (both are None)")
-        if max_norm is not None:
+        if max_norm is not None and max_norm != math.inf:
             _check_positive("max_norm", max_norm)
         if max_value is not None:
             _check_positive("max_value", max_value)
@@ -136,7 +137,7 @@ class GradientClipping(Hook):
         self.norms.append(grad_norm(params))
         if self.max_value is not None:
             torch.nn.utils.clip_grad_value_(params, self.max_value)
-        if self.max_norm is not None:
+        if self.max_norm is not None and self.max_norm != math.inf:
             torch.nn.utils.clip_grad_norm_(params, self.max_norm)
 
     def __repr__(self) -> str:
