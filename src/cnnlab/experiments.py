@@ -19,9 +19,9 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -264,7 +264,7 @@ def summarize(
     for row in rows:
         groups.setdefault(_hashable(row[param]), []).append(row)
     out = []
-    for value, group in groups.items():
+    for group in groups.values():
         summary: Row = {param: group[0][param], "n": len(group),
                         "n_diverged": sum(bool(r.get("diverged")) for r in group)}
         for m in metrics:

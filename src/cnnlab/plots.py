@@ -264,8 +264,8 @@ def sweep_slider(
         left.set_ylabel("accuracy")
         diverged = sum(bool(r.get("diverged")) for r in rows)
         note = f", {diverged}/{len(rows)} diverged" if diverged else ""
-        left.set_title(f"{result.param} = {value_label(value)}: learning curves ({len(rows)} seeds{note})",
-                       fontsize=9)
+        left.set_title(f"{result.param} = {value_label(value)}: learning curves "
+                       f"({len(rows)} seeds{note})", fontsize=9)
         plot_sweep(result, metric, ax=right, logx=logx, highlight=value)
         right.set_title(f"{metric} over the sweep", fontsize=9)
         frames.append((value_label(value), fig))
