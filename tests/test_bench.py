@@ -67,7 +67,10 @@ def test_separable_part_counts_params_and_flops():
 
 
 def test_step_part_times_every_variant_and_names_what_it_skipped():
-    r = bench_train_step(TINY)
+    with num_threads(2):
+        r = bench_train_step(TINY)  # on step_threads = 1, whatever the caller's count
+        assert torch.get_num_threads() == 2
+    assert r["threads"] == 1 and "1 thread(s)" in bench.format_part("step", r)
     assert {"fp32 NCHW", "fp32 channels_last"} <= set(r["variants"])
     assert r["variants"]["fp32 NCHW"]["speedup"] == 1.0
     assert "torch.compile (channels_last)" in r["skipped_variants"]

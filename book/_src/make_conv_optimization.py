@@ -460,7 +460,8 @@ md(r'''
 ## Memory format and precision on a full training step
 
 One SGD step of the book's SmallCNN (width 16, a batch of 64 Fashion-MNIST-sized images):
-forward, cross-entropy, backward and the update. The variants are the default NCHW layout,
+forward, cross-entropy, backward and the update, on one thread, the way the book's sweeps train
+(one single-threaded process per core). The variants are the default NCHW layout,
 channels_last (what `cnnlab.train.fit` uses), bf16 autocast on top of channels_last, and
 `torch.compile` of the channels_last model. bf16 runs only where the hardware has native bf16
 (`cnnlab.perf.bf16_support` prints why or why not). Emulated bf16 would only be slower.

@@ -127,6 +127,8 @@ class BenchConfig:
     step_batch: int = 64  # images per training step
     step_width: int = 16  # SmallCNN width of the training step
     step_size: int = 28  # H = W of the training step's images (28: Fashion-MNIST)
+    step_threads: int | None = 1  # threads of the step part: 1, as the book's sweeps train
+    # (one single-threaded process per core); None: like `threads`
     compile: bool = True  # include torch.compile in the step part (costs its compile time)
     ddp_procs: int = 2  # data-parallel processes
     ddp_dataset: str = "fashion_mnist"  # falls back to digits where it is missing
@@ -393,7 +395,8 @@ def _quiet_compile() -> Iterator[None]:
 
 
 def bench_train_step(cfg: BenchConfig, *, compile_check_steps: int = 3) -> Result:
-    """A full SmallCNN training step (forward, cross-entropy, backward, SGD) in several forms.
+    """A full SmallCNN training step (forward, cross-entropy, backward, SGD) in several forms,
+    on ``cfg.step_threads`` intra-op threads (default 1: how the book's sweeps train).
 
     Variants, each with its own copy of the same initial model: fp32 NCHW, fp32 channels_last,
     bf16 autocast (skipped with the reason where :func:`cnnlab.perf.bf16_support` says no) and
@@ -412,7 +415,9 @@ def bench_train_step(cfg: BenchConfig, *, compile_check_steps: int = 3) -> Resul
     skipped: dict[str, str] = {}
     fns: dict[str, Callable[[], Tensor]] = {}
     out: Result = {}
-    with num_threads(cfg.threads):
+    threads = cfg.step_threads if cfg.step_threads is not None else cfg.threads
+    with num_threads(threads):
+        out["threads"] = torch.get_num_threads()
         fns[STEP_NCHW] = _step_fn(_small_cnn(cfg, dev, channels_last=False), x, y)
         fns[STEP_CL] = _step_fn(_small_cnn(cfg, dev, channels_last=True), x_cl, y)
         ok, reason = bf16_support(dev)
@@ -434,7 +439,7 @@ def bench_train_step(cfg: BenchConfig, *, compile_check_steps: int = 3) -> Resul
     for v in variants.values():
         del v["gflops"]
         v["speedup"] = base / v["seconds"]
-    out.update(variants=variants, skipped_variants=skipped,
+    out.update(variants=variants, skipped_variants=skipped, device=dev.type,
                shape={"batch": cfg.step_batch, "width": cfg.step_width, "size": cfg.step_size})
     return out
 
@@ -723,8 +728,10 @@ def _fmt_step(step: Result, res: Result) -> list[str]:
     s = step["shape"]
     rows = [[name, _ms(v["seconds"]), f"{v['speedup']:.2f}x", f"{v['spread']:.0%}"]
             for name, v in step["variants"].items()]
+    cpu = "threads" in step and step.get("device") != "cuda"
+    on = f", {step['threads']} thread(s)" if cpu else ""
     lines = [(f"[step] SmallCNN width {s['width']}, batch {s['batch']} of {s['size']}x"
-              f"{s['size']}: forward + backward + SGD"),
+              f"{s['size']}: forward + backward + SGD{on}"),
              *_rows(["variant", "time/step", "speed-up vs NCHW", "spread"], rows)]
     if "compile_seconds" in step:
         hits = step.get("compile_cache_hits", 0)

@@ -103,6 +103,8 @@ def _add_bench_parser(sub: Any) -> None:
                    help="side of the square fp32 matrices of the peak measurement")
     b.add_argument("--step-batch", type=int, default=d.step_batch)
     b.add_argument("--step-width", type=int, default=d.step_width)
+    b.add_argument("--step-threads", type=int, default=d.step_threads,
+                   help="threads of the training-step part (default 1, as the sweeps train)")
     b.add_argument("--no-compile", dest="compile", action="store_false",
                    help="leave torch.compile out (it costs its compile time)")
     b.add_argument("--ddp-procs", type=int, default=d.ddp_procs)
@@ -161,7 +163,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from cnnlab.bench import BenchConfig, format_table, run_bench, save_results, tf32
 
     names = ("device", "threads", "repeats", "batch", "in_channels", "out_channels", "size",
-             "matmul_size", "step_batch", "step_width", "compile", "ddp_procs",
+             "matmul_size", "step_batch", "step_width", "step_threads", "compile", "ddp_procs",
              "ddp_train_size", "ddp_rounds")
     chosen = {n: getattr(args, n) for n in names}
     if args.quick:
