@@ -151,5 +151,6 @@ def test_activation_stats_sees_torch_batchnorm_in_small_cnn() -> None:
         torch.manual_seed(0)
         net = SmallCNN(1, 10, input_size=8, width=4, hidden=8, batch_norm=True).eval()
     stats = activation_stats(net, torch.randn(4, 1, 8, 8, generator=_gen(4)))
-    assert [s["name"] for s in stats] == ["conv1", "bn1", "conv2", "bn2"]
+    # SmallCNN's ReLUs are modules, so they are reported too (in call order)
+    assert [s["name"] for s in stats] == ["conv1", "bn1", "act1", "conv2", "bn2", "act2", "act3"]
     assert not net.training
