@@ -6,6 +6,7 @@
 * :mod:`~cnnlab.techniques.dropout`: inverted dropout (section 4.4).
 * :mod:`~cnnlab.techniques.conv`: convolution as im2col + matmul, separable convolution,
   parameter and FLOP counts (section 4.5).
+* :mod:`~cnnlab.techniques.overfitting`: early stopping and data augmentation (FAQ 6.4).
 
 Each is a functional core plus a thin ``nn.Module``, or a :class:`~cnnlab.train.Hook` for
 :func:`~cnnlab.train.fit`. The article's own (broken) code lives in :mod:`cnnlab.article`.
@@ -23,6 +24,7 @@ from cnnlab.techniques.conv import (
 )
 from cnnlab.techniques.dropout import Dropout, Dropout2d, dropout, dropout2d
 from cnnlab.techniques.normalization import BatchNorm2d, activation_stats, batch_norm
+from cnnlab.techniques.overfitting import Augmentation, EarlyStopping, random_affine
 from cnnlab.techniques.regularization import (
     L1,
     L2,
@@ -36,10 +38,12 @@ from cnnlab.techniques.regularization import (
 __all__ = [
     "L1",
     "L2",
+    "Augmentation",
     "BatchNorm2d",
     "DepthwiseSeparableConv2d",
     "Dropout",
     "Dropout2d",
+    "EarlyStopping",
     "GradientClipping",
     "WeightClipping",
     "activation_stats",
@@ -58,5 +62,6 @@ __all__ = [
     "l1_penalty",
     "l2_penalty",
     "penalized_parameters",
+    "random_affine",
     "weight_stats",
 ]
