@@ -77,7 +77,7 @@ class _Parser(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: (v or "") for k, v in attrs}
-        for key in ("id", "name" if tag == "a" else "id"):
+        for key in ("id", "name") if tag == "a" else ("id",):  # anchors: ids, <a name=...>
             if a.get(key):
                 self.page.ids.add(a[key])
         attr = LINK_ATTRS.get(tag)
