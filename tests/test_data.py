@@ -35,6 +35,15 @@ def fake_mnist_dir(folder, n_train=300, n_test=100, gz=True):
     return files
 
 
+@pytest.fixture()
+def no_local_mnist(tmp_path, monkeypatch):
+    """MNIST neither in a system folder, nor named by CNNLAB_MNIST_DIR, nor in the data home."""
+    monkeypatch.setitem(D._SYSTEM_DIRS, "mnist", tmp_path / "nowhere")
+    monkeypatch.delenv("CNNLAB_MNIST_DIR", raising=False)
+    monkeypatch.setenv("CNNLAB_DATA_HOME", str(tmp_path / "home"))
+    D._raw_idx.cache_clear()
+
+
 def test_digits_shapes_and_normalization(digits):
     x, y = digits.train
     assert digits.name == "digits"
@@ -130,10 +139,7 @@ def test_missing_dataset_offline_explains_how_to_get_it(tmp_path, monkeypatch):
     assert "'fashion_mnist'" in msg and "dataset-fashion-mnist" in msg and "'digits'" in msg
 
 
-def test_failed_download_is_reported_not_raised_raw(tmp_path, monkeypatch):
-    monkeypatch.setitem(D._SYSTEM_DIRS, "mnist", tmp_path / "nowhere")
-    monkeypatch.delenv("CNNLAB_MNIST_DIR", raising=False)
-    monkeypatch.setenv("CNNLAB_DATA_HOME", str(tmp_path / "home"))
+def test_failed_download_is_reported_not_raised_raw(tmp_path, monkeypatch, no_local_mnist):
     monkeypatch.setenv("CNNLAB_OFFLINE", "0")
 
     def no_network(name):
@@ -144,11 +150,8 @@ def test_failed_download_is_reported_not_raised_raw(tmp_path, monkeypatch):
         load_dataset("mnist")
 
 
-def test_download_goes_to_the_data_home(tmp_path, monkeypatch):
+def test_download_goes_to_the_data_home(tmp_path, monkeypatch, no_local_mnist):
     """When online, torchvision's download fills CNNLAB_DATA_HOME and the loader reads it."""
-    monkeypatch.setitem(D._SYSTEM_DIRS, "mnist", tmp_path / "nowhere")
-    monkeypatch.delenv("CNNLAB_MNIST_DIR", raising=False)
-    monkeypatch.setenv("CNNLAB_DATA_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CNNLAB_OFFLINE", "0")
     calls = []
 
@@ -170,10 +173,7 @@ def test_real_fashion_mnist():
     assert torch.bincount(ds.test[1]).tolist() == [1000] * 10
 
 
-def test_available_and_choose_dataset(tmp_path, monkeypatch):
-    monkeypatch.setitem(D._SYSTEM_DIRS, "mnist", tmp_path / "nowhere")
-    monkeypatch.delenv("CNNLAB_MNIST_DIR", raising=False)
-    monkeypatch.setenv("CNNLAB_DATA_HOME", str(tmp_path / "home"))
+def test_available_and_choose_dataset(tmp_path, monkeypatch, no_local_mnist):
     monkeypatch.setenv("CNNLAB_OFFLINE", "1")
     assert D.available("digits") and not D.available("mnist")
     name, note = D.choose_dataset("mnist")
@@ -185,21 +185,15 @@ def test_available_and_choose_dataset(tmp_path, monkeypatch):
         D.available("svhn")
 
 
-def test_choose_dataset_downloads_when_online(tmp_path, monkeypatch):
+def test_choose_dataset_downloads_when_online(tmp_path, monkeypatch, no_local_mnist):
     """In Colab (online), the preferred dataset is downloaded rather than replaced by digits."""
-    monkeypatch.setitem(D._SYSTEM_DIRS, "mnist", tmp_path / "nowhere")
-    monkeypatch.delenv("CNNLAB_MNIST_DIR", raising=False)
-    monkeypatch.setenv("CNNLAB_DATA_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CNNLAB_OFFLINE", "0")
     monkeypatch.setattr(D, "_torchvision_download",
                         lambda name: fake_mnist_dir(tmp_path / "home" / "MNIST" / "raw"))
     assert D.choose_dataset("mnist") == ("mnist", "")
 
 
-def test_choose_dataset_falls_back_when_the_download_fails(tmp_path, monkeypatch):
-    monkeypatch.setitem(D._SYSTEM_DIRS, "mnist", tmp_path / "nowhere")
-    monkeypatch.delenv("CNNLAB_MNIST_DIR", raising=False)
-    monkeypatch.setenv("CNNLAB_DATA_HOME", str(tmp_path / "home"))
+def test_choose_dataset_falls_back_when_the_download_fails(tmp_path, monkeypatch, no_local_mnist):
     monkeypatch.setenv("CNNLAB_OFFLINE", "0")
 
     def no_network(name):
