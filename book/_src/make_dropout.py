@@ -65,13 +65,14 @@ print(NOTE or f"Dataset: {DATASET}"); print("Hardware:", hardware_summary())
 ''')
 
 code('''
+from dataclasses import replace
 import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
 from cnnlab.experiments import confidence_interval
 from cnnlab.models import build_model
 from cnnlab.train import fit
-from cnnlab.techniques import Dropout, dropout, weight_stats
+from cnnlab.techniques import Dropout, dropout
 ''')
 
 code('''
@@ -391,9 +392,10 @@ md("""
 2. **Non-inverted dropout.** Write a dropout that does *not* scale by $1/(1-p)$ during training.
    Show that a model trained with it and evaluated in eval mode is miscalibrated, and that
    multiplying the next layer's weights by $1-p$ at test time repairs it.
-3. **Channel dropout.** Build a variant of `SmallCNN` with `cnnlab.techniques.Dropout2d` after
-   each convolution (whole feature maps dropped) and compare it with the sweep above at the same
-   $p$ over five seeds. Why does element-wise dropout do little on convolutional feature maps?
+3. **Training length.** Dropout slows fitting: each step trains a thinned network. Re-run the
+   sweep with `replace(BASE, epochs=10)` and `replace(BASE, epochs=30)` (the second takes a few
+   minutes on a CPU). How do the best rate and the paired difference to $p = 0$ move with the
+   training length?
 """)
 
 for i, cell in enumerate(cells):
