@@ -101,6 +101,10 @@ def test_cache_key_covers_config_seed_and_runner():
     assert base != cache_key(RunConfig(dropout=0.1), 0, fake_runner)
     assert base != cache_key(RunConfig(), 1, fake_runner)
     assert base != cache_key(RunConfig(), 0, run)
+    # the same run written with an int or a float is one cache entry
+    assert cache_key(RunConfig(l2=0), 0, run) == cache_key(RunConfig(l2=0.0), 0, run)
+    assert cache_key(RunConfig(lr=1), 0, run) == cache_key(RunConfig(lr=1.0), 0, run)
+    assert cache_key(RunConfig(epochs=2), 0, run) != cache_key(RunConfig(epochs=3), 0, run)
 
 
 def test_use_cache_false_writes_nothing(tmp_cache):

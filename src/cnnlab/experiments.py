@@ -176,10 +176,19 @@ def _device_kind() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+_INT_FIELDS = frozenset({"train_size", "width", "epochs", "batch_size", "early_stopping"})
+
+
+def _normalized(config: dict[str, Any]) -> dict[str, Any]:
+    """``l2=0`` and ``l2=0.0`` are the same run: write every non-integer field's number as float."""
+    return {k: float(v) if isinstance(v, int) and not isinstance(v, bool)
+            and k not in _INT_FIELDS else v for k, v in config.items()}
+
+
 def cache_key(config: RunConfig, seed: int, runner: Runner = run) -> str:
     """A stable hash of everything that determines a row."""
     payload = {
-        "config": config.to_dict(),
+        "config": _normalized(config.to_dict()),
         "seed": seed,
         "runner": _runner_name(runner),
         "device": _device_kind(),
