@@ -305,8 +305,15 @@ def test_no_broken_images(visits: dict[str, Visit]) -> None:
     _fail(visits, "broken_images", "broken images")
 
 
+def _is_notebook(doc: str) -> bool:
+    """Executable chapters are notebooks; a markdown page (the outlook essay) has no code to run,
+    so it needs neither a figure nor a Colab button."""
+    return (ROOT / f"{doc}.ipynb").is_file()
+
+
 def test_every_chapter_shows_a_figure(visits: dict[str, Visit]) -> None:
-    bare = [p for p, v in visits.items() if v.doc and v.figures == 0 and not v.error]
+    bare = [p for p, v in visits.items()
+            if v.doc and _is_notebook(v.doc) and v.figures == 0 and not v.error]
     if bare:
         pytest.fail(f"chapter pages without a figure (a loaded image in an output, a figure or "
                     f"a slider): {bare}", pytrace=False)
@@ -332,8 +339,12 @@ def test_colab_links_point_at_the_chapter_notebook(visits: dict[str, Visit]) -> 
         if not v.doc:
             continue
         notebook = f"{book}/{v.doc}.ipynb".lstrip("/")
-        if not (ROOT / (repo.get("path_to_book") or "") / f"{v.doc}.ipynb").is_file():
-            problems.append(f"{page}: the chapter is not a notebook ({v.doc}.ipynb is missing)")
+        if not _is_notebook(v.doc):
+            if not (ROOT / f"{v.doc}.md").is_file():
+                problems.append(f"{page}: neither {v.doc}.ipynb nor {v.doc}.md exists")
+            elif v.colab:
+                problems.append(f"{page}: a markdown page with Colab links: {v.colab}")
+            continue
         if len(v.colab) != 1:
             problems.append(f"{page}: {len(v.colab)} Colab links (expected 1): {v.colab}")
         elif not v.colab[0].endswith("/" + notebook) or v.colab[0] != prefix + notebook:
