@@ -14,4 +14,5 @@ def test_bench_fit_quick_prints_ratios(capsys):
     assert main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "fit / hand-written loop =" in out and "fit / DataLoader loop   =" in out
+    assert "fit / TensorDataset DataLoader =" in out and "data pipeline alone" in out
     assert "test accuracy" in out and "3. one epoch on the full Fashion-MNIST" in out

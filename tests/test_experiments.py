@@ -8,8 +8,10 @@ from scipy import stats
 
 from cnnlab.experiments import (
     RunConfig,
+    _normalized,
     cache_key,
     confidence_interval,
+    load_for,
     run,
     run_cached,
     summarize,
@@ -105,6 +107,25 @@ def test_cache_key_covers_config_seed_and_runner():
     assert cache_key(RunConfig(l2=0), 0, run) == cache_key(RunConfig(l2=0.0), 0, run)
     assert cache_key(RunConfig(lr=1), 0, run) == cache_key(RunConfig(lr=1.0), 0, run)
     assert cache_key(RunConfig(epochs=2), 0, run) != cache_key(RunConfig(epochs=3), 0, run)
+    assert cache_key(RunConfig(val_size=500), 0, run) != cache_key(RunConfig(), 0, run)
+
+
+def test_cache_key_leaves_out_fields_at_their_default():
+    # a field added later with a default that keeps the old behaviour must not change old keys:
+    # the key of a config equals the key written without the fields that sit at their default
+    payload = _normalized(RunConfig(width=8, l2=0, val_size=None).to_dict())
+    assert payload == {"width": 8}
+    assert _normalized(RunConfig(dropout=0.5, augment=True).to_dict()) == {
+        "dropout": 0.5, "augment": True}
+    # a value equal to the default but of another kind is not the default (True is not 1)
+    assert _normalized({"momentum": 0.9, "batch_norm": 0}) == {"batch_norm": 0}
+
+
+def test_run_uses_val_size(tmp_cache):
+    row = run(RunConfig(train_size=100, val_size=50, epochs=1, width=4), seed=0)
+    assert row["val_size"] == 50 and not row["diverged"]
+    assert load_for(RunConfig(val_size=50), 0).val[1].shape == (50,)
+    assert len(load_for(RunConfig(), 0).val[1]) == 143  # digits: 10% of the 1,438 train images
 
 
 def test_use_cache_false_writes_nothing(tmp_cache):
@@ -119,6 +140,8 @@ def test_use_cache_false_writes_nothing(tmp_cache):
         ("dropout", [0.1, 1.5], "Invalid dropout value: 1.5"),
         ("l2", [-0.1], "Invalid l2 value: -0.1"),
         ("clip_weights", [0.0], "Invalid clip_weights value: 0.0"),
+        ("val_size", [0], "Invalid val_size value: 0"),
+        ("val_size", [2.5], "Invalid val_size value: 2.5"),
         ("dropout", [], "at least one value"),
     ],
 )

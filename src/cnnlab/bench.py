@@ -944,9 +944,9 @@ def _train_row(config: Any, seed: int, model: nn.Module, data: Any, **fit_kwargs
 
 
 def _data(config: Any, seed: int) -> Any:
-    from cnnlab.data import load_dataset
+    from cnnlab.experiments import load_for
 
-    return load_dataset(config.dataset, train_size=config.train_size, seed=seed)
+    return load_for(config, seed)
 
 
 def run_conv_layer(config: Any, seed: int) -> Result:

@@ -337,25 +337,27 @@ def load_dataset(
         raise ValueError(f"Invalid val_size: {val_size!r} (must be a positive int or None)")
 
     gen = torch.Generator().manual_seed(seed)
+    # Images stay raw numpy arrays until the splits are drawn: only the selected ones become
+    # float tensors (a 1,000-image subset does not convert all 60,000 training images).
     if name == "digits":
         images, labels = _raw_digits()
-        x_all, y_all = _to_nchw(images), torch.from_numpy(labels)
+        y_all = torch.from_numpy(labels)
         # No official test split: hold out a seeded, stratified 20% as the test set.
         test_idx = stratified_indices(y_all, len(y_all) // 5, gen)
         mask = torch.ones(len(y_all), dtype=torch.bool)
         mask[test_idx] = False
-        x_test, y_test = x_all[test_idx], y_all[test_idx]
-        x_pool, y_pool = x_all[mask], y_all[mask]
+        raw_test, y_test = images[test_idx.numpy()], y_all[test_idx]
+        raw_pool, y_pool = images[mask.numpy()], y_all[mask]
         classes = DIGIT_CLASSES
     else:
         if name == "cifar10":
-            tx, ty, vx, vy = _raw_cifar10()
+            raw_pool, ty, raw_test, vy = _raw_cifar10()
             classes = CIFAR10_CLASSES
         else:
-            tx, ty, vx, vy = _raw_mnist_like(name)
+            raw_pool, ty, raw_test, vy = _raw_mnist_like(name)
             classes = FASHION_MNIST_CLASSES if name == "fashion_mnist" else DIGIT_CLASSES
-        x_pool, y_pool = _to_nchw(tx), torch.from_numpy(np.asarray(ty, dtype=np.int64))
-        x_test, y_test = _to_nchw(vx), torch.from_numpy(np.asarray(vy, dtype=np.int64))
+        y_pool = torch.from_numpy(np.asarray(ty, dtype=np.int64))
+        y_test = torch.from_numpy(np.asarray(vy, dtype=np.int64))
 
     n_val = val_size if val_size is not None else min(len(y_pool) // 10, 2000)
     if n_val >= len(y_pool):
@@ -374,7 +376,7 @@ def load_dataset(
     else:
         train_idx = train_pool[torch.randperm(len(train_pool), generator=gen)]
 
-    x_train, y_train = x_pool[train_idx], y_pool[train_idx]
+    x_train, y_train = _to_nchw(raw_pool[train_idx.numpy()]), y_pool[train_idx]
     mean = x_train.mean(dim=(0, 2, 3), keepdim=True)  # (1, C, 1, 1)
     std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)  # (1, C, 1, 1)
 
@@ -384,8 +386,8 @@ def load_dataset(
     return Dataset(
         name=name,
         train=(norm(x_train), y_train),
-        val=(norm(x_pool[val_idx]), y_pool[val_idx]),
-        test=(norm(x_test), y_test),
+        val=(norm(_to_nchw(raw_pool[val_idx.numpy()])), y_pool[val_idx]),
+        test=(norm(_to_nchw(raw_test)), y_test),
         num_classes=len(classes),
         classes=classes,
         mean=tuple(mean.flatten().tolist()),

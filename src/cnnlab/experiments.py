@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from cnnlab.data import load_dataset
+from cnnlab.data import Dataset, load_dataset
 from cnnlab.models import build_model
 from cnnlab.train import Hook, fit, progress_enabled
 
@@ -40,13 +40,14 @@ __all__ = [
     "confidence_interval",
     "default_workers",
     "hooks_for",
+    "load_for",
     "run",
     "run_cached",
     "summarize",
     "sweep",
 ]
 
-CACHE_VERSION = 1  # bump when the meaning of a cached row changes
+CACHE_VERSION = 2  # bump when the meaning of a cached row changes
 
 Row = dict[str, Any]
 Runner = Callable[["RunConfig", int], Row]
@@ -58,6 +59,7 @@ class RunConfig:
 
     dataset: str = "digits"  # a name of cnnlab.data.DATASETS
     train_size: int | None = None  # stratified training subset; None = the whole training split
+    val_size: int | None = None  # validation images held out (None: 10% of the files, <= 2,000)
     width: int = 16  # channels of the first convolution (the second has twice as many)
     batch_norm: bool = False  # BatchNorm2d after each convolution
     dropout: float = 0.0  # dropout rate before the fully connected layers
@@ -92,6 +94,11 @@ class RunConfig:
             raise ValueError(f"Invalid learning rate: {self.lr} (must be > 0)")
         if not isinstance(self.augment, bool):
             raise ValueError(f"Invalid augment value: {self.augment!r} (must be True or False)")
+        if self.val_size is not None and (isinstance(self.val_size, bool)
+                                          or not isinstance(self.val_size, int)
+                                          or self.val_size < 1):
+            raise ValueError(f"Invalid val_size value: {self.val_size!r} (must be a positive int, "
+                             "or None for the dataset's default)")
         patience = self.early_stopping
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
                                      or patience < 1):
@@ -120,6 +127,12 @@ def hooks_for(config: RunConfig) -> list[Hook]:
     return hooks
 
 
+def load_for(config: RunConfig, seed: int) -> Dataset:
+    """The dataset splits a run of ``config`` with ``seed`` trains and is scored on."""
+    return load_dataset(config.dataset, train_size=config.train_size, seed=seed,
+                        val_size=config.val_size)
+
+
 def run(config: RunConfig, seed: int) -> Row:
     """Train ``config`` once with ``seed`` (data split, initial weights and batch order).
 
@@ -132,7 +145,7 @@ def run(config: RunConfig, seed: int) -> Row:
     from cnnlab.techniques import weight_stats
 
     config.validate()
-    data = load_dataset(config.dataset, train_size=config.train_size, seed=seed)
+    data = load_for(config, seed)
     model = build_model(
         data.input_shape, data.num_classes, seed=seed, width=config.width,
         batch_norm=config.batch_norm, dropout=config.dropout,
@@ -176,13 +189,32 @@ def _device_kind() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-_INT_FIELDS = frozenset({"train_size", "width", "epochs", "batch_size", "early_stopping"})
+_INT_FIELDS = frozenset({"train_size", "val_size", "width", "epochs", "batch_size",
+                         "early_stopping"})
+
+
+def _as_number(key: str, value: Any) -> Any:
+    """``l2=0`` and ``l2=0.0`` are the same run: a non-integer field's number is a float."""
+    if isinstance(value, int) and not isinstance(value, bool) and key not in _INT_FIELDS:
+        return float(value)
+    return value
 
 
 def _normalized(config: dict[str, Any]) -> dict[str, Any]:
-    """``l2=0`` and ``l2=0.0`` are the same run: write every non-integer field's number as float."""
-    return {k: float(v) if isinstance(v, int) and not isinstance(v, bool)
-            and k not in _INT_FIELDS else v for k, v in config.items()}
+    """The fields that identify a run: numbers normalized, fields at their default left out (so
+    adding a field whose default keeps the old behaviour leaves every cached run valid)."""
+    defaults = {k: _as_number(k, v) for k, v in RunConfig().to_dict().items()}
+    out = {}
+    for key, value in config.items():
+        value = _as_number(key, value)
+        default = defaults.get(key, _MISSING)
+        if value == default and type(value) is type(default):
+            continue
+        out[key] = value
+    return out
+
+
+_MISSING = object()
 
 
 def cache_key(config: RunConfig, seed: int, runner: Runner = run) -> str:
