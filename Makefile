@@ -17,16 +17,19 @@ NB_CELL_TIMEOUT ?= 300
 
 env: $(STAMP)
 
+# The system packages the book needs (apt) install side by side with the Python environment
+# (pip): on a fresh machine that saves the apt time. The browser's package comes with `browser`.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
-	bash scripts/system-deps.sh
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt -e .
-	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	bash scripts/system-deps.sh book & deps=$$!; \
+	{ test -x $(PY) || $(PYTHON) -m venv $(VENV); } && \
+	$(PY) -m pip install --quiet --upgrade pip && \
+	$(PY) -m pip install --quiet -r requirements-dev.txt -e . && \
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null; \
+	status=$$?; wait $$deps; exit $$status
 	touch $(STAMP)
 
 system-deps:
-	bash scripts/system-deps.sh
+	bash scripts/system-deps.sh all
 
 # The book (_build/html): executes every chapter (jupyter-cache in _build/.jupyter_cache: a rebuild
 # re-runs only notebooks whose code changed), fails on any cell error and on any Sphinx warning
@@ -55,6 +58,7 @@ notebooks: env
 # over every page served on 127.0.0.1 (tests/browser/test_browser.py; skipped only where chromium
 # is not installed) plus the offline site checks. Screenshots: _build/screenshots/.
 browser: env
+	bash scripts/system-deps.sh browser
 	$(if $(BOOK_TOC),CNNLAB_BOOK_TOC=$(BOOK_TOC)) $(PY) -m pytest tests/browser -m browser -q
 
 # Everything: unit tests, every chapter through nbmake, the book build, the browser test.

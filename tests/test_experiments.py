@@ -14,6 +14,7 @@ from cnnlab.experiments import (
     load_for,
     run,
     run_cached,
+    run_jobs,
     summarize,
     sweep,
 )
@@ -193,3 +194,15 @@ def test_default_workers(monkeypatch):
     script.__file__ = "/tmp/my_script.py"  # an unguarded script must not spawn workers
     monkeypatch.setitem(sys.modules, "__main__", script)
     assert default_workers() == 1
+
+
+def test_run_jobs_mixes_configurations_and_keeps_job_order(tmp_cache):
+    jobs = [(RunConfig(dropout=0.5), 1), (RunConfig(), 0), (RunConfig(dropout=0.5), 0)]
+    rows = run_jobs(jobs, runner=fake_runner, workers=1)
+    assert [(r["dropout"], r["seed"]) for r in rows] == [(0.5, 1), (0.0, 0), (0.5, 0)]
+    assert len(CALLS) == 3
+    again = run_jobs(jobs[::-1], runner=fake_runner, workers=1)  # all cached now
+    assert len(CALLS) == 3 and again == rows[::-1]
+    with pytest.raises(ValueError, match="Invalid dropout value: 1.5"):
+        run_jobs([(RunConfig(), 0), (RunConfig(dropout=1.5), 0)], runner=fake_runner)
+    assert len(CALLS) == 3  # nothing trained before the bad config was found

@@ -58,7 +58,7 @@ import matplotlib.pyplot as plt
 from IPython.display import HTML, display
 from myst_nb import glue
 from cnnlab.data import choose_dataset, load_dataset
-from cnnlab.experiments import RunConfig, sweep
+from cnnlab.experiments import RunConfig, load_for, sweep
 from cnnlab.perf import hardware_summary
 from cnnlab.plots import plot_sweep, sweep_slider
 from cnnlab.widgets import sweep_panel, describe
@@ -234,7 +234,9 @@ seeds ({glue:text}`bg_train_size` training images, {glue:text}`bg_epochs` epochs
 ''')
 
 code('''
-BASE = RunConfig(DATASET, train_size=1000, width=8, epochs=6, lr=0.05, batch_size=64)
+VAL_SIZE = 500 if DATASET == "fashion_mnist" else None  # validation images (digits: its 10%)
+BASE = RunConfig(DATASET, train_size=1000, val_size=VAL_SIZE,
+                 width=8, epochs=6, lr=0.05, batch_size=64)
 LRS, SEEDS = [0.05, 0.1], 5
 start = time.perf_counter()
 result = sweep(BASE, "lr", LRS, seeds=SEEDS)

@@ -51,7 +51,7 @@ import matplotlib.pyplot as plt
 from IPython.display import HTML, display
 from myst_nb import glue
 from cnnlab.data import choose_dataset, load_dataset
-from cnnlab.experiments import RunConfig, sweep
+from cnnlab.experiments import RunConfig, load_for, sweep
 from cnnlab.perf import hardware_summary
 from cnnlab.plots import plot_sweep, sweep_slider
 from cnnlab.widgets import sweep_panel, describe
@@ -76,10 +76,12 @@ torch.set_num_threads(1)  # these small networks gain nothing from a second thre
 
 code('''
 TRAIN_SIZE = 1000  # a small training subset, so that one run takes about a second
-BASE = RunConfig(DATASET, train_size=TRAIN_SIZE, width=8, epochs=6, lr=0.03, batch_size=64)
+VAL_SIZE = 500 if DATASET == "fashion_mnist" else None  # validation images (digits: its 10%)
+BASE = RunConfig(DATASET, train_size=TRAIN_SIZE, val_size=VAL_SIZE,
+                 width=8, epochs=6, lr=0.03, batch_size=64)
 LRS = [0.01, 0.03, 0.1, 0.2, 0.5]  # the learning rates of the sweep (SGD, momentum 0.9)
 SEEDS = 5
-data = load_dataset(DATASET, train_size=TRAIN_SIZE, seed=0)
+data = load_for(BASE, seed=0)  # the splits of the runs below with seed 0
 glue("bn_dataset", DATASET.replace("_", "-"), display=False)
 glue("bn_train_size", f"{TRAIN_SIZE:,}", display=False)
 glue("bn_test_size", f"{len(data.test[1]):,}", display=False)

@@ -56,7 +56,7 @@ import matplotlib.pyplot as plt
 from IPython.display import HTML, display
 from myst_nb import glue
 from cnnlab.data import choose_dataset, load_dataset
-from cnnlab.experiments import RunConfig, sweep
+from cnnlab.experiments import RunConfig, load_for, sweep
 from cnnlab.perf import hardware_summary
 from cnnlab.plots import plot_sweep, sweep_slider
 from cnnlab.widgets import sweep_panel, describe
@@ -77,8 +77,10 @@ from cnnlab.techniques import Dropout, dropout
 
 code('''
 N_TRAIN, SEEDS = 500, 5   # a training subset small enough to overfit; seeds per setting
-BASE = RunConfig(DATASET, train_size=N_TRAIN, width=16, epochs=15, batch_size=32, lr=0.04)
-DATA = load_dataset(DATASET, train_size=N_TRAIN, seed=0)
+VAL_SIZE = 500 if DATASET == "fashion_mnist" else None  # validation images (digits: its 10%)
+BASE = RunConfig(DATASET, train_size=N_TRAIN, val_size=VAL_SIZE,
+                 width=16, epochs=15, batch_size=32, lr=0.04)
+DATA = load_for(BASE, seed=0)  # the splits of the runs below with seed 0
 for key, value in [("n_train", f"{N_TRAIN:,}"), ("seeds", SEEDS), ("epochs", BASE.epochs),
                    ("width", BASE.width), ("width2", 2 * BASE.width), ("lr", BASE.lr),
                    ("batch", BASE.batch_size), ("n_test", f"{len(DATA.test[1]):,}")]:

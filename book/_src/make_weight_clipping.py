@@ -53,7 +53,7 @@ import matplotlib.pyplot as plt
 from IPython.display import HTML, display
 from myst_nb import glue
 from cnnlab.data import choose_dataset, load_dataset
-from cnnlab.experiments import RunConfig, sweep
+from cnnlab.experiments import RunConfig, load_for, sweep
 from cnnlab.perf import hardware_summary
 from cnnlab.plots import plot_sweep, sweep_slider
 from cnnlab.widgets import sweep_panel, describe
@@ -77,9 +77,11 @@ from cnnlab.train import evaluate, fit
 
 code('''
 TRAIN_SIZE = 1000  # a small training subset, so that one run takes about a second
-BASE = RunConfig(DATASET, train_size=TRAIN_SIZE, width=8, epochs=6, lr=0.05, batch_size=64)
+VAL_SIZE = 500 if DATASET == "fashion_mnist" else None  # validation images (digits: its 10%)
+BASE = RunConfig(DATASET, train_size=TRAIN_SIZE, val_size=VAL_SIZE,
+                 width=8, epochs=6, lr=0.05, batch_size=64)
 SEEDS = 5
-data = load_dataset(DATASET, train_size=TRAIN_SIZE, seed=0)
+data = load_for(BASE, seed=0)  # the splits of the runs below with seed 0
 CHANCE = 1 / data.num_classes  # accuracy of a constant guess on these balanced test sets
 def glue_text(**values):  # computed values for the prose (myst-nb glue; not displayed here)
     for key, value in values.items():

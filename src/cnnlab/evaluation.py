@@ -280,32 +280,34 @@ def compare_configs(
 ) -> tuple[list[Row], list[Row]]:
     """Run named :class:`~cnnlab.experiments.RunConfig` s (e.g. an ablation) over seeds.
 
-    Each configuration goes through :func:`cnnlab.experiments.sweep` with itself as the only
-    value, so runs are cached on disk under the same keys as ``run_cached(config, seed)`` and the
-    seeds train in the sweep's worker processes.
+    All (configuration, seed) runs go through :func:`cnnlab.experiments.run_jobs` together: they
+    are cached on disk under the same keys as ``run_cached(config, seed)`` and share the worker
+    processes.
 
     Args:
         configs: ``name -> RunConfig``, in the order the table should show them.
         seeds: a count (``0..n-1``) or an explicit list.
         metrics: row fields to summarize as mean and 95% CI (``train_time`` included).
-        **sweep_kwargs: passed to ``sweep`` (``cache``, ``use_cache``, ``workers``, ...).
+        **sweep_kwargs: passed to ``run_jobs`` (``cache``, ``use_cache``, ``workers``, ...).
     Returns:
         ``(rows, summary)``: every run's row with a ``"name"`` field added, and per name (in the
         order of ``configs``) ``n``, ``n_diverged`` and each metric's mean, ``_low`` and
         ``_high``.
     """
-    from cnnlab.experiments import summarize, sweep
+    from cnnlab.experiments import run_jobs, summarize
 
     if not configs:
         raise ValueError("Invalid configs: need at least one named configuration")
     for config in configs.values():
         config.validate()  # every configuration is checked before anything trains
-    rows: list[Row] = []
-    for name, config in configs.items():
-        field = "epochs"  # any field works: the sweep has one value, the config's own
-        result = sweep(config, field, [config.epochs], seeds, metrics=tuple(metrics),
-                       **sweep_kwargs)
-        rows += [{**r, "name": name} for r in result.rows]
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seed_list:
+        raise ValueError(f"Invalid seeds: {seeds!r} (need at least one seed)")
+    names = list(configs)
+    jobs = [(configs[name], seed) for name in names for seed in seed_list]
+    done = run_jobs(jobs, desc="configurations", **sweep_kwargs)
+    rows = [{**row, "name": name} for row, (name, _) in
+            zip(done, [(n, s) for n in names for s in seed_list])]
     summary = summarize(rows, "name", tuple(metrics))
     return rows, summary
 

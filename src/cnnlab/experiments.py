@@ -43,6 +43,7 @@ __all__ = [
     "load_for",
     "run",
     "run_cached",
+    "run_jobs",
     "summarize",
     "sweep",
 ]
@@ -376,9 +377,36 @@ def sweep(
     configs = [replace(base, **{param: v}) for v in values]
     for c in configs:
         c.validate()  # fail on a bad value before hours of training, not after
+    jobs = [(c, s) for c in configs for s in seed_list]
+    done = run_jobs(jobs, runner=runner, cache=cache, use_cache=use_cache, progress=progress,
+                    workers=workers, desc=f"sweep {param}",
+                    label=lambda config: {param: getattr(config, param)})
+    return SweepResult(param=param, values=list(values), rows=done,
+                       summary=summarize(done, param, metrics))
+
+
+def run_jobs(
+    jobs: Sequence[tuple[RunConfig, int]],
+    *,
+    runner: Runner = run,
+    cache: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    progress: bool | None = None,
+    workers: int | None = None,
+    desc: str = "runs",
+    label: Callable[[RunConfig], dict[str, Any]] | None = None,
+) -> list[Row]:
+    """Train (or read from the cache) each ``(config, seed)`` of ``jobs``; rows in job order.
+
+    All runs missing from the cache go to the worker processes at once, so that runs of several
+    configurations share the workers (no worker idles at the end of one configuration while the
+    next waits). Each finished run is cached at once: an interrupted call resumes.
+    """
+    for config, _ in jobs:
+        config.validate()
     from tqdm.auto import tqdm
 
-    jobs = [(c, s) for c in configs for s in seed_list]
+    jobs = list(jobs)
     rows: list[Row | None] = [None] * len(jobs)
     todo = []
     for i, (config, seed) in enumerate(jobs):
@@ -389,7 +417,7 @@ def sweep(
         else:
             rows[i] = cached
     n_workers = default_workers() if workers is None else workers
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"sweep {param}",
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=desc,
                disable=not progress_enabled(progress))
     kwargs = {"runner": runner, "cache": cache_dir(cache), "use_cache": use_cache}
     try:
@@ -397,14 +425,15 @@ def sweep(
             todo = _run_parallel(jobs, todo, rows, n_workers, kwargs, bar)
         for i in todo:  # serial path, and whatever a broken pool left over
             config, seed = jobs[i]
-            bar.set_postfix({param: getattr(config, param), "seed": seed})
+            bar.set_postfix({**(label(config) if label else {}), "seed": seed})
             rows[i] = run_cached(config, seed, **kwargs)
             bar.update()
     finally:
         bar.close()
-    done = [r for r in rows if r is not None]
-    return SweepResult(param=param, values=list(values), rows=done,
-                       summary=summarize(done, param, metrics))
+    missing = [i for i, r in enumerate(rows) if r is None]
+    if missing:  # cannot happen unless a runner returned None
+        raise RuntimeError(f"runs {missing} produced no row")
+    return rows  # type: ignore[return-value]
 
 
 def default_workers() -> int:
