@@ -237,3 +237,10 @@ def test_chapter_runners_return_sweep_rows(runner):
 def test_shift_image_fill_value():
     x = torch.ones(1, 2, 2)
     assert torch.equal(shift_image(x, 0, 1, fill=-1.0), torch.tensor([[[-1.0, 1.0], [-1.0, 1.0]]]))
+
+
+def test_load_note_says_above_the_core_count_only_when_it_is():
+    assert "above the core count: other jobs" in bench._load_note([1.5, 2.6], 2)
+    quiet = bench._load_note([1.5, 1.6], 2)
+    assert "1.5 -> 1.6 on 2 cores" in quiet and "not above the core count" in quiet
+    assert bench._load_note([None], 2) == ""

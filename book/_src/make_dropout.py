@@ -227,7 +227,7 @@ before evaluating, and `model.train()` before training again.
 
 Now the article's optimizer takes over the trained model, with its default $p = 0.5$. A small
 hook records, after every step, the share of weights that are exactly zero and the accuracy on
-1,000 validation images:
+the {glue:text}`n_probe` validation images:
 """)
 
 code('''
@@ -237,6 +237,7 @@ class Probe:                     # a fit() hook: nonzero weights and validation 
         self.left.append(sum(int((w != 0).sum()) for w in model.parameters() if w.ndim >= 2))
         model.eval(); self.acc.append(accuracy(model, self.x, self.y)); model.train()
 probe = Probe(DATA.val[0][:1000], DATA.val[1][:1000])
+glue("n_probe", f"{len(probe.y):,}", display=False)
 art_hist = fit(model, DATA, epochs=1, lr=BASE.lr, batch_size=BASE.batch_size, hooks=[probe],
                optimizer=ArticleDropoutOptimizer(model.parameters(), p=0.5), progress=False)
 ''')

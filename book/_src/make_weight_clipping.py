@@ -448,25 +448,33 @@ the test accuracy before and after.
 code('''
 for key, m_norm in (("small", 0.01), ("default", 1.0)):
     model = build_model(data.input_shape, data.num_classes, seed=0, width=8)
-    before = torch.cat([p.detach().flatten() for p in model.parameters()])  # a copy
+    tensors_before = [p.detach().clone() for p in model.parameters()]
+    before = torch.cat([t.flatten() for t in tensors_before])
     acc_before = evaluate(model, *data.test)[1]
     opt = ArticleWeightClip(model.parameters(), max_norm=m_norm)
     hist = fit(model, data, epochs=1, lr=BASE.lr, optimizer=opt, seed=0, progress=False)
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     changed, absmax = float((after != before).float().mean()), float(after.abs().max())
-    print(f"max_norm={m_norm}: {hist.steps} steps, {changed:.1%} of the weights changed, "
-          f"max |w| = {absmax:.3f}, test accuracy {acc_before:.1%} -> {hist.test_acc:.1%}")
+    clamped = sum(not torch.equal(p.detach(), t) for p, t in zip(model.parameters(), tensors_before))
+    n_tensors = len(tensors_before)
+    print(f"max_norm={m_norm}: {hist.steps} steps, {clamped} of {n_tensors} tensors clamped, "
+          f"{changed:.1%} of the weights changed, max |w| = {absmax:.3f}, "
+          f"test accuracy {acc_before:.1%} -> {hist.test_acc:.1%}")
     glue_text(**{f"wc_art_changed_{key}": f"{changed:.1%}", f"wc_art_absmax_{key}": f"{absmax:.3f}",
-                 f"wc_art_acc_{key}": f"{hist.test_acc:.1%}"})
+                 f"wc_art_acc_{key}": f"{hist.test_acc:.1%}",
+                 f"wc_art_tensors_{key}": f"{clamped} of its {n_tensors} parameter tensors",
+                 f"wc_art_untouched_{key}": "in a tensor whose gradient stayed shorter, so it was "
+                 "never clamped" if absmax > m_norm else "inside the clip range"})
 glue_text(wc_art_acc0=f"{acc_before:.1%}")  # the same untrained network both times
 ''')
 
 md(r'''
-With `max_norm=0.01`, the gradients are longer than 0.01, so the tensors are clamped to
-$[-0.01, 0.01]$: {glue:text}`wc_art_changed_small` of the weights changed, and the largest is now
-{glue:text}`wc_art_absmax_small`. That is weight clipping at $r = 0.01$, the collapsed end of the
-sweep above, with no learning on top. Test accuracy: {glue:text}`wc_art_acc_small`. With the
-default `max_norm=1.0`, no gradient norm exceeds 1, so nothing is clamped and nothing is learned:
+With `max_norm=0.01`, every tensor whose gradient is longer than 0.01 is clamped to
+$[-0.01, 0.01]$; that happened to {glue:text}`wc_art_tensors_small`.
+{glue:text}`wc_art_changed_small` of the weights changed, and the largest is now
+{glue:text}`wc_art_absmax_small` ({glue:text}`wc_art_untouched_small`). That is weight clipping at
+$r = 0.01$ on the tensors it touched, the collapsed end of the sweep above, with no learning on
+top. Test accuracy: {glue:text}`wc_art_acc_small`. With the default `max_norm=1.0`, the class clamped {glue:text}`wc_art_tensors_default`:
 {glue:text}`wc_art_changed_default` of the weights changed, and the accuracy stays that of the
 untrained network ({glue:text}`wc_art_acc0` before, {glue:text}`wc_art_acc_default` after). Either
 way the model does not learn, because `step()` never subtracts the gradient. The extra `loss +=
@@ -517,8 +525,8 @@ md(r'''
   leaves the weights free. In the learning-rate sweep above it kept the network alive at rates
   where the plain network collapsed.
 - The article's `WeightClip` mixes the two, conditions the wrong one on the other's quantity, and
-  never takes a gradient step. It either clamps everything at once or does nothing, and the model
-  never learns.
+  never takes a gradient step. It clamps the tensors whose gradients happen to be long (to a
+  range set by the gradient threshold), leaves the others as they were, and the model never learns.
 
 ## Exercises
 

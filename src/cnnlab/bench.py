@@ -801,8 +801,10 @@ def _load_note(loads: Sequence[float | None] | None, cores: int | None) -> str:
     known = [x for x in (loads or []) if x is not None]
     if not known:
         return ""
+    busy = cores is not None and max(known) > cores
     return (f"; load average {' -> '.join(f'{x:.1f}' for x in known)} on {cores} cores "
-            "(above the core count, other jobs slowed the timings)")
+            + ("(above the core count: other jobs slowed the timings)" if busy
+               else "(not above the core count)"))
 
 
 def format_part(part: str, result: Result) -> str:
