@@ -71,7 +71,7 @@ from cnnlab.models import build_model
 from cnnlab.perf import time_interleaved
 from cnnlab.techniques import BatchNorm2d, activation_stats, batch_norm
 from cnnlab.train import evaluate, fit
-torch.set_num_threads(1)  # these small networks gain nothing from a second thread (see below)
+torch.set_num_threads(1)  # one thread per process: see the note below
 ''')
 
 code('''
@@ -97,8 +97,10 @@ Every number on this page was measured on {glue:text}`bn_dataset` with a trainin
 two-convolution CNN (`cnnlab.models.SmallCNN`) with {glue:text}`bn_width` channels in the first
 convolution, trained with SGD (momentum 0.9, batch size 64) for {glue:text}`bn_epochs` epochs.
 The sweeps train in two worker processes of one thread each; the networks trained in this notebook
-itself also use one thread (`torch.set_num_threads(1)` above): at this size a second thread only
-adds synchronization, and on a busy machine it makes every step many times slower.
+itself also use one thread (`torch.set_num_threads(1)` above). On a quiet machine a second thread
+can speed up a single step ({doc}`conv_optimization` measures it), but the sweeps already keep
+both cores busy, and on a machine whose cores are shared a second thread can make every step many
+times slower (it waits for the other).
 
 ## What batch normalization computes
 

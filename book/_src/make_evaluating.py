@@ -77,8 +77,10 @@ images, on the hardware printed above. The validation split is kept small on pur
 after every epoch of every run, so its size is paid for many times over, while the test set is
 scored once per run. An accuracy $a$ measured on $n$ images has a standard error of
 $\sqrt{a(1-a)/n}$: at $a = 80\%$ that is {glue:text}`ev_val_se` points on these validation
-images and {glue:text}`ev_test_se` on the test images, precise enough to choose an epoch or a
-strength, not to report a result.
+images and {glue:text}`ev_test_se` on the test images. That is enough to see where a validation
+curve turns (early stopping, below), but two settings whose validation accuracies differ by less
+than about twice that standard error are not told apart by one run; comparisons in this book are
+therefore made over several seeds.
 
 ## Accuracy, per-class recall and the confusion matrix
 
@@ -381,7 +383,8 @@ for key, row in (("none", none), ("shift", shift), ("flip", flip)):
 nb.md(r'''
 On digits, shifts and rotations {glue:text}`ev_shift_word` the test accuracy compared with no
 augmentation ({glue:text}`ev_shift_acc` against {glue:text}`ev_none_acc`). These images are only
-8x8 pixels, so a sub-pixel shift or a 10° rotation blurs them noticeably. Adding flips on top
+8x8 pixels: a sub-pixel shift or a 10° rotation is resampled (interpolated), so an augmented image
+is also a blurred one, which limits what such augmentation can add here. Adding flips on top
 {glue:text}`ev_flip_word` it ({glue:text}`ev_flip_acc`). Whatever the measured sizes, the
 flipped images are not examples of their labels: the model spends capacity on shapes that never
 occur in the test set, and it is taught that a mirrored 2 is still a 2. Choose an augmentation by
