@@ -12,11 +12,13 @@ from cnnlab.experiments import (
     cache_key,
     confidence_interval,
     load_for,
+    paired_difference,
     run,
     run_cached,
     run_jobs,
     summarize,
     sweep,
+    verdict,
 )
 
 CALLS = []
@@ -206,3 +208,22 @@ def test_run_jobs_mixes_configurations_and_keeps_job_order(tmp_cache):
     with pytest.raises(ValueError, match="Invalid dropout value: 1.5"):
         run_jobs([(RunConfig(), 0), (RunConfig(dropout=1.5), 0)], runner=fake_runner)
     assert len(CALLS) == 3  # nothing trained before the bad config was found
+
+
+def test_paired_difference_pairs_runs_by_seed(tmp_cache):
+    res = sweep(RunConfig(), "dropout", [0.0, 0.5], 3, runner=fake_runner, workers=1)
+    # fake accuracy: 0.9 - dropout / 10 + seed / 1000, so every seed differs by exactly -0.05
+    mean, low, high = paired_difference(res, 0.5)
+    assert mean == pytest.approx(-0.05) and low == pytest.approx(-0.05)
+    assert high == pytest.approx(-0.05)
+    assert verdict(low, high) == "lowers"
+    assert paired_difference(res, 0.0, baseline=0.5)[0] == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="no run for"):
+        paired_difference(res, 0.3)
+
+
+def test_verdict_words_follow_the_interval():
+    assert verdict(0.01, 0.02) == "raises"
+    assert verdict(-0.02, -0.01) == "lowers"
+    assert verdict(-0.01, 0.02) == "does not measurably change"
+    assert verdict(0.1, 0.2, "wider", "narrower", "same") == "wider"

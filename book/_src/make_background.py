@@ -5,25 +5,12 @@
 
 from pathlib import Path
 
-import nbformat as nbf
+from nbbuild import COLAB, SETUP, Notebook
 
-CELLS: list[tuple[str, str, list[str]]] = []
+nb = Notebook()
+md, code = nb.md, nb.code
 
-
-def md(text: str) -> None:
-    CELLS.append(("md", text.strip("\n"), []))
-
-
-def code(text: str, tags: list[str] | None = None) -> None:
-    CELLS.append(("code", text.strip("\n"), tags or []))
-
-
-code('''
-# Colab: install cnnlab (torch and ipywidgets are already there and are not reinstalled).
-import sys
-if "google.colab" in sys.modules:
-    %pip install -q "cnnlab @ git+https://github.com/cnnlab/cnnlab"
-''', ["remove-cell"])
+code(COLAB, ["remove-cell"])  # first cell: scripts/sync_colab_cells.py checks it
 
 md(r'''
 # Background (背景介绍)
@@ -53,18 +40,7 @@ run do something other than what the text says. Each chapter runs the article's 
 what goes wrong.
 ''')
 
-code('''
-import matplotlib.pyplot as plt
-from IPython.display import HTML, display
-from myst_nb import glue
-from cnnlab.data import choose_dataset, load_dataset
-from cnnlab.experiments import RunConfig, load_for, sweep
-from cnnlab.perf import hardware_summary
-from cnnlab.plots import plot_sweep, sweep_slider
-from cnnlab.widgets import sweep_panel, describe
-DATASET, NOTE = choose_dataset("fashion_mnist")   # falls back to "digits" with a note
-print(NOTE or f"Dataset: {DATASET}"); print("Hardware:", hardware_summary())
-''')
+code(SETUP)
 
 code('''
 %matplotlib inline
@@ -343,22 +319,4 @@ trained again, never trusted.
    and plot its `history` (`cnnlab.plots.plot_histories` takes it as it is).
 ''')
 
-
-def build() -> nbf.NotebookNode:
-    nb = nbf.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    for i, (kind, text, tags) in enumerate(CELLS):
-        cell = nbf.v4.new_markdown_cell(text) if kind == "md" else nbf.v4.new_code_cell(text)
-        cell.id = f"cell-{i:02d}"  # stable ids: rebuilding the notebook gives no spurious diff
-        if tags:
-            cell.metadata["tags"] = tags
-        nb.cells.append(cell)
-    return nb
-
-
-if __name__ == "__main__":
-    out = Path(__file__).resolve().parents[1] / "background.ipynb"
-    nbf.write(build(), out)
-    print(f"wrote {out}")
+nb.write(Path(__file__).resolve().parents[1] / "background.ipynb")

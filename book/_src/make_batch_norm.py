@@ -5,25 +5,12 @@
 
 from pathlib import Path
 
-import nbformat as nbf
+from nbbuild import COLAB, SETUP, Notebook
 
-CELLS: list[tuple[str, str] | tuple[str, str, list[str]]] = []
+nb = Notebook()
+md, code = nb.md, nb.code
 
-
-def md(text: str) -> None:
-    CELLS.append(("md", text.strip("\n")))
-
-
-def code(text: str, tags: list[str] | None = None) -> None:
-    CELLS.append(("code", text.strip("\n"), tags or []))
-
-
-code('''
-# Colab: install cnnlab (torch and ipywidgets are already there and are not reinstalled).
-import sys
-if "google.colab" in sys.modules:
-    %pip install -q "cnnlab @ git+https://github.com/cnnlab/cnnlab"
-''', ["remove-cell"])
+code(COLAB, ["remove-cell"])  # first cell: scripts/sync_colab_cells.py checks it
 
 md('''
 # Batch normalization (批量归一化)
@@ -46,18 +33,7 @@ five seeds with and without BN, times an epoch, and shows the classic bug of eva
 mode.
 ''')
 
-code('''
-import matplotlib.pyplot as plt
-from IPython.display import HTML, display
-from myst_nb import glue
-from cnnlab.data import choose_dataset, load_dataset
-from cnnlab.experiments import RunConfig, load_for, sweep
-from cnnlab.perf import hardware_summary
-from cnnlab.plots import plot_sweep, sweep_slider
-from cnnlab.widgets import sweep_panel, describe
-DATASET, NOTE = choose_dataset("fashion_mnist")   # falls back to "digits" with a note
-print(NOTE or f"Dataset: {DATASET}"); print("Hardware:", hardware_summary())
-''')
+code(SETUP)
 
 code('''
 %matplotlib inline
@@ -628,24 +604,4 @@ md('''
    the learning rates of the sweep for three seeds, and compare with the curves above.
 ''')
 
-
-def build() -> nbf.NotebookNode:
-    nb = nbf.v4.new_notebook()
-    for cell in CELLS:
-        if cell[0] == "md":
-            nb.cells.append(nbf.v4.new_markdown_cell(cell[1]))
-        else:
-            c = nbf.v4.new_code_cell(cell[1])
-            if cell[2]:
-                c.metadata["tags"] = cell[2]
-            nb.cells.append(c)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
-
-
-if __name__ == "__main__":
-    out = Path(__file__).resolve().parent.parent / "batch_norm.ipynb"
-    nbf.write(build(), out)
-    print(f"wrote {out}")
+nb.write(Path(__file__).resolve().parents[1] / "batch_norm.ipynb")

@@ -3,25 +3,12 @@
 
 from pathlib import Path
 
-import nbformat as nbf
+from nbbuild import COLAB, Notebook
 
-CELLS: list[tuple[str, str, list[str]]] = []
+nb = Notebook()
+md, code = nb.md, nb.code
 
-
-def md(text: str) -> None:
-    CELLS.append(("md", text.strip("\n"), []))
-
-
-def code(text: str, tags: list[str] | None = None) -> None:
-    CELLS.append(("code", text.strip("\n"), tags or []))
-
-
-code('''
-# Colab: install cnnlab (torch and ipywidgets are already there and are not reinstalled).
-import sys
-if "google.colab" in sys.modules:
-    %pip install -q "cnnlab @ git+https://github.com/cnnlab/cnnlab"
-''', ["remove-cell"])
+code(COLAB, ["remove-cell"])  # first cell: scripts/sync_colab_cells.py checks it
 
 md(r'''
 # Convolution-layer optimization (卷积层的优化)
@@ -705,21 +692,4 @@ md(r'''
    64 and 256. More images per all-reduce: how does the speed-up change, and why?
 ''')
 
-
-def build() -> nbf.NotebookNode:
-    nb = nbf.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    for kind, text, tags in CELLS:
-        cell = nbf.v4.new_markdown_cell(text) if kind == "md" else nbf.v4.new_code_cell(text)
-        if tags:
-            cell.metadata["tags"] = tags
-        nb.cells.append(cell)
-    return nb
-
-
-if __name__ == "__main__":
-    out = Path(__file__).resolve().parents[1] / "conv_optimization.ipynb"
-    nbf.write(build(), out)
-    print(f"wrote {out}")
+nb.write(Path(__file__).resolve().parents[1] / "conv_optimization.ipynb")

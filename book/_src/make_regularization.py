@@ -1,35 +1,13 @@
 """Build book/regularization.ipynb (outputs stripped). Run: .venv/bin/python book/_src/make_regularization.py"""
 
-from __future__ import annotations
-
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbbuild import COLAB, SETUP, Notebook
 
-OUT = Path(__file__).resolve().parents[1] / "regularization.ipynb"
+nb = Notebook()
+md, code = nb.md, nb.code
 
-COLAB = '''\
-# Colab: install cnnlab (torch and ipywidgets are already there and are not reinstalled).
-import sys
-if "google.colab" in sys.modules:
-    %pip install -q "cnnlab @ git+https://github.com/cnnlab/cnnlab"'''
-
-cells: list = []
-
-
-def md(text: str) -> None:
-    cells.append(new_markdown_cell(text.strip("\n")))
-
-
-def code(text: str, tags: tuple[str, ...] = ()) -> None:
-    cell = new_code_cell(text.strip("\n"))
-    if tags:
-        cell.metadata["tags"] = list(tags)
-    cells.append(cell)
-
-
-code(COLAB, tags=("remove-cell",))  # first cell: scripts/sync_colab_cells.py checks it
+code(COLAB, ["remove-cell"])  # first cell: scripts/sync_colab_cells.py checks it
 
 md("""
 # L1/L2 regularization (正则化)
@@ -58,17 +36,7 @@ code('''
 %matplotlib inline
 import torch
 torch.set_num_threads(1)  # like the sweeps' workers: a small CNN gains little from more threads
-import matplotlib.pyplot as plt
-from IPython.display import HTML, display
-from myst_nb import glue
-from cnnlab.data import choose_dataset, load_dataset
-from cnnlab.experiments import RunConfig, load_for, sweep
-from cnnlab.perf import hardware_summary
-from cnnlab.plots import plot_sweep, sweep_slider
-from cnnlab.widgets import sweep_panel, describe
-DATASET, NOTE = choose_dataset("fashion_mnist")   # falls back to "digits" with a note
-print(NOTE or f"Dataset: {DATASET}"); print("Hardware:", hardware_summary())
-''')
+''' + SETUP)
 
 code('''
 from dataclasses import replace
@@ -373,14 +341,7 @@ plt.show()
 ''')
 
 code('''
-def paired(res, value, metric="test_acc"):
-    """Mean and 95% CI of metric(value) - metric(λ = 0), paired by seed."""
-    by = {(r[res.param], r["seed"]): r[metric] for r in res.rows}
-    seeds = sorted({r["seed"] for r in res.rows})
-    return confidence_interval([by[value, s] - by[res.values[0], s] for s in seeds])
-
-def verdict(lo, hi, up="raises", down="lowers", same="does not measurably change"):
-    return up if lo > 0 else down if hi < 0 else same
+from cnnlab.experiments import paired_difference, verdict   # per-seed differences; a word for a CI
 ''')
 
 code('''
@@ -388,9 +349,9 @@ helped = {}
 for res in (l2_res, l1_res):
     k, ends = res.param, (res.summary[0], res.summary[-1])    # λ = 0 and the largest λ
     best = max(res.summary[1:], key=lambda s: s["test_acc"])[k]
-    d, lo, hi = paired(res, best)
+    d, lo, hi = paired_difference(res, best)
     helped[k] = lo > 0
-    gap_lo, gap_hi = paired(res, res.values[-1], "gap")[1:]
+    gap_lo, gap_hi = paired_difference(res, res.values[-1], "gap")[1:]
     texts = {"best": f"{best:g}", "verdict": verdict(lo, hi), "diff": f"{100 * d:+.1f}",
              "ci": f"{100 * lo:+.1f} to {100 * hi:+.1f}", "max": f"{res.values[-1]:g}",
              "gapword": verdict(gap_lo, gap_hi, "wider", "narrower", "not measurably different"),
@@ -605,12 +566,4 @@ md("""
    paired difference to $\\lambda = 0$ become significant?
 """)
 
-for i, cell in enumerate(cells):
-    cell["id"] = f"{OUT.stem}-{i:02d}"  # stable ids: clean diffs when the notebook is rebuilt
-nb = new_notebook(cells=cells, metadata={
-    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-    "language_info": {"name": "python"},
-})
-nbformat.validate(nb)
-nbformat.write(nb, OUT)
-print(f"wrote {OUT}")
+nb.write(Path(__file__).resolve().parents[1] / "regularization.ipynb")

@@ -41,11 +41,13 @@ __all__ = [
     "default_workers",
     "hooks_for",
     "load_for",
+    "paired_difference",
     "run",
     "run_cached",
     "run_jobs",
     "summarize",
     "sweep",
+    "verdict",
 ]
 
 CACHE_VERSION = 2  # bump when the meaning of a cached row changes
@@ -315,6 +317,32 @@ def summarize(
         summary["train_time"] = sum(r.get("train_time", 0.0) for r in group) / len(group)
         out.append(summary)
     return out
+
+
+def paired_difference(
+    result: SweepResult, value: Any, metric: str = "test_acc", baseline: Any = None
+) -> tuple[float, float, float]:
+    """Mean and 95% CI of ``metric(value) - metric(baseline)``, paired by seed.
+
+    Each seed draws the data subset, the initial weights and the batch order, so the difference
+    within a seed removes most of the seed-to-seed noise that separate intervals carry.
+    ``baseline`` defaults to the sweep's first value (e.g. "off").
+    """
+    base = result.values[0] if baseline is None else baseline
+    by = {(_hashable(r[result.param]), r["seed"]): r[metric] for r in result.rows}
+    seeds = sorted({r["seed"] for r in result.rows})
+    missing = [(v, s) for v in (value, base) for s in seeds if (_hashable(v), s) not in by]
+    if missing:
+        raise ValueError(f"Invalid value for a paired difference: no run for (value, seed) "
+                         f"{missing[0]!r} in the sweep over {result.param!r}")
+    return confidence_interval([by[_hashable(value), s] - by[_hashable(base), s] for s in seeds])
+
+
+def verdict(low: float, high: float, up: str = "raises", down: str = "lowers",
+            same: str = "does not measurably change") -> str:
+    """A word for a difference's 95% interval ``[low, high]``: ``up`` if it lies above 0,
+    ``down`` if below, ``same`` if it contains 0."""
+    return up if low > 0 else down if high < 0 else same
 
 
 def _hashable(value: Any) -> Any:

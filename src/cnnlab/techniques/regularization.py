@@ -128,13 +128,15 @@ def l2_penalty(module: nn.Module, *, include_bias: bool = False) -> Tensor:
     return torch.stack([p.pow(2).sum() for p in params]).sum()
 
 
-class L1(Hook):
-    """A :func:`~cnnlab.train.fit` hook adding ``lam * ||w||_1`` to the training loss.
+class _Penalty(Hook):
+    """A :func:`~cnnlab.train.fit` hook adding ``lam * penalty(model)`` to the training loss.
 
     Args:
         lam: the regularization strength, ``>= 0``.
         include_bias: also penalize biases and normalization parameters.
     """
+
+    penalty = staticmethod(l2_penalty)  # set by each subclass
 
     def __init__(self, lam: float, *, include_bias: bool = False) -> None:
         _check_lambda(lam)
@@ -144,13 +146,24 @@ class L1(Hook):
     def extra_loss(self, model: nn.Module) -> Tensor | None:
         if self.lam == 0:
             return None
-        return self.lam * l1_penalty(model, include_bias=self.include_bias)
+        return self.lam * self.penalty(model, include_bias=self.include_bias)
 
     def __repr__(self) -> str:
-        return f"L1(lam={self.lam}, include_bias={self.include_bias})"
+        return f"{type(self).__name__}(lam={self.lam}, include_bias={self.include_bias})"
 
 
-class L2(Hook):
+class L1(_Penalty):
+    """A :func:`~cnnlab.train.fit` hook adding ``lam * ||w||_1`` to the training loss.
+
+    Args:
+        lam: the regularization strength, ``>= 0``.
+        include_bias: also penalize biases and normalization parameters.
+    """
+
+    penalty = staticmethod(l1_penalty)
+
+
+class L2(_Penalty):
     """A :func:`~cnnlab.train.fit` hook adding ``lam * ||w||_2^2`` to the training loss.
 
     Its gradient is ``2 * lam * w``: with plain SGD it equals ``weight_decay = 2 * lam``.
@@ -160,18 +173,7 @@ class L2(Hook):
         include_bias: also penalize biases and normalization parameters.
     """
 
-    def __init__(self, lam: float, *, include_bias: bool = False) -> None:
-        _check_lambda(lam)
-        self.lam = float(lam)
-        self.include_bias = include_bias
-
-    def extra_loss(self, model: nn.Module) -> Tensor | None:
-        if self.lam == 0:
-            return None
-        return self.lam * l2_penalty(model, include_bias=self.include_bias)
-
-    def __repr__(self) -> str:
-        return f"L2(lam={self.lam}, include_bias={self.include_bias})"
+    penalty = staticmethod(l2_penalty)
 
 
 def decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
