@@ -142,7 +142,7 @@ regenerates it and the hardware that produced it. The recipe is the one above; o
 set and the validation hold-out differ (the stored runs held out `load_dataset`'s default, 10% of
 the training files up to 2,000 images; the runs above held out {glue:text}`ch_small_val`). The two
 files ran on different hardware, so their training times cannot be compared with each other, and
-the runs in the first file shared one GPU {glue:text}`ch_gpu_workers` at a time, so its times
+the runs in the first file shared one GPU, {glue:text}`ch_gpu_workers` runs at a time, so its times
 include that sharing. Accuracy and epochs depend on the hardware only within the run-to-run noise
 that the seeds measure (a GPU's kernels round differently).
 ''')

@@ -227,7 +227,7 @@ glue("co_sh_shift_verdict",
      "keeps more of its accuracy (the 95% intervals of the loss do not overlap)" if c_high < d_low
      else "loses more of its accuracy (the 95% intervals of the loss do not overlap)" if d_high < c_low
      else "loses about as much: the 95% intervals of the accuracy lost overlap "
-          f"({c_mean:.1%} against {d_mean:.1%})", display=False)
+          f"({100 * c_mean:.1f} against {100 * d_mean:.1f} points)", display=False)
 ''')
 
 md(r'''
