@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from cnnlab import data as D
-from cnnlab.data import DatasetUnavailableError, load_dataset, read_idx, stratified_indices
+from cnnlab.data import (
+    DatasetUnavailableError,
+    load_dataset,
+    read_idx,
+    small_val_size,
+    stratified_indices,
+)
 
 
 def write_idx(path, array, gz=True):
@@ -202,3 +208,10 @@ def test_choose_dataset_falls_back_when_the_download_fails(tmp_path, monkeypatch
     monkeypatch.setattr(D, "_torchvision_download", no_network)
     name, note = D.choose_dataset("mnist")
     assert name == "digits" and "Network is unreachable" in note
+
+
+def test_small_val_size_per_dataset():
+    assert small_val_size("fashion_mnist") == 500 and small_val_size("cifar10") == 500
+    assert small_val_size("digits") is None  # its default 10% (143 images)
+    with pytest.raises(ValueError, match="Unknown dataset name: 'fashion'"):
+        small_val_size("fashion")

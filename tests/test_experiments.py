@@ -227,3 +227,8 @@ def test_verdict_words_follow_the_interval():
     assert verdict(-0.02, -0.01) == "lowers"
     assert verdict(-0.01, 0.02) == "does not measurably change"
     assert verdict(0.1, 0.2, "wider", "narrower", "same") == "wider"
+
+
+def test_paired_difference_takes_none_as_a_baseline_value(tmp_cache):
+    res = sweep(RunConfig(), "clip_weights", [0.1, None], 2, runner=fake_runner, workers=1)
+    assert paired_difference(res, 0.1, baseline=None)[0] == pytest.approx(0.0)  # None = "off"

@@ -210,8 +210,7 @@ seeds ({glue:text}`bg_train_size` training images, {glue:text}`bg_epochs` epochs
 ''')
 
 code('''
-VAL_SIZE = 500 if DATASET == "fashion_mnist" else None  # validation images (digits: its 10%)
-BASE = RunConfig(DATASET, train_size=1000, val_size=VAL_SIZE,
+BASE = RunConfig(DATASET, train_size=1000, val_size=small_val_size(DATASET),
                  width=8, epochs=6, lr=0.05, batch_size=64)
 LRS, SEEDS = [0.05, 0.1], 5
 start = time.perf_counter()

@@ -52,8 +52,7 @@ torch.set_num_threads(1)  # one thread per process: see the note below
 
 code('''
 TRAIN_SIZE = 1000  # a small training subset, so that one run takes about a second
-VAL_SIZE = 500 if DATASET == "fashion_mnist" else None  # validation images (digits: its 10%)
-BASE = RunConfig(DATASET, train_size=TRAIN_SIZE, val_size=VAL_SIZE,
+BASE = RunConfig(DATASET, train_size=TRAIN_SIZE, val_size=small_val_size(DATASET),
                  width=8, epochs=6, lr=0.03, batch_size=64)
 LRS = [0.01, 0.03, 0.1, 0.2, 0.5]  # the learning rates of the sweep (SGD, momentum 0.9)
 SEEDS = 5

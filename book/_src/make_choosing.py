@@ -56,8 +56,7 @@ augmentation by random shifts of up to 10% of the image side and rotations of up
 
 nb.code('''
 TRAIN_SIZE, SEEDS = 1_000, 5  # the small-data regime; seeds per configuration, as in every chapter
-VAL_SIZE = 500 if DATASET == "fashion_mnist" else None  # validation images (digits: its 10%)
-SMALL = RunConfig(DATASET, train_size=TRAIN_SIZE, val_size=VAL_SIZE,
+SMALL = RunConfig(DATASET, train_size=TRAIN_SIZE, val_size=small_val_size(DATASET),
                   width=8, epochs=12, lr=0.05, batch_size=64)
 CONFIGS = ablation_configs(SMALL, dropout=0.5, weight_decay=5e-4, patience=3)
 base = SMALL.to_dict()

@@ -57,8 +57,7 @@ accuracy only at the end, and early stopping below watches the validation loss.
 
 nb.code('''
 TRAIN_SIZE = 1_000  # the small-data regime, where overfitting shows
-VAL_SIZE = 500 if DATASET == "fashion_mnist" else None  # validation images (digits: its 10%)
-BASE = RunConfig(DATASET, train_size=TRAIN_SIZE, val_size=VAL_SIZE,
+BASE = RunConfig(DATASET, train_size=TRAIN_SIZE, val_size=small_val_size(DATASET),
                  width=8, epochs=8, lr=0.05, batch_size=64)
 data = load_for(BASE, seed=0)  # the splits of the runs below with seed 0
 sizes = {split: len(getattr(data, split)[1]) for split in ("train", "val", "test")}

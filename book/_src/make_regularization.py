@@ -50,8 +50,7 @@ from cnnlab.techniques import (L1, L2, decay_param_groups, l1_penalty, l2_penalt
 
 code('''
 N_TRAIN, SEEDS = 500, 5   # a training subset small enough to overfit; seeds per setting
-VAL_SIZE = 500 if DATASET == "fashion_mnist" else None  # validation images (digits: its 10%)
-BASE = RunConfig(DATASET, train_size=N_TRAIN, val_size=VAL_SIZE,
+BASE = RunConfig(DATASET, train_size=N_TRAIN, val_size=small_val_size(DATASET),
                  width=8, epochs=10, batch_size=32, lr=0.04)
 DATA = load_for(BASE, seed=0)  # the splits of the runs below with seed 0
 for key, value in [("n_train", f"{N_TRAIN:,}"), ("seeds", SEEDS), ("epochs", BASE.epochs),

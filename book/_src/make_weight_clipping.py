@@ -53,8 +53,7 @@ from cnnlab.train import evaluate, fit
 
 code('''
 TRAIN_SIZE = 1000  # a small training subset, so that one run takes about a second
-VAL_SIZE = 500 if DATASET == "fashion_mnist" else None  # validation images (digits: its 10%)
-BASE = RunConfig(DATASET, train_size=TRAIN_SIZE, val_size=VAL_SIZE,
+BASE = RunConfig(DATASET, train_size=TRAIN_SIZE, val_size=small_val_size(DATASET),
                  width=8, epochs=6, lr=0.05, batch_size=64)
 SEEDS = 5
 data = load_for(BASE, seed=0)  # the splits of the runs below with seed 0

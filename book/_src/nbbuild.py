@@ -16,7 +16,7 @@ SETUP = '''\
 import matplotlib.pyplot as plt
 from IPython.display import HTML, display
 from myst_nb import glue
-from cnnlab.data import choose_dataset, load_dataset
+from cnnlab.data import choose_dataset, load_dataset, small_val_size
 from cnnlab.experiments import RunConfig, load_for, sweep
 from cnnlab.perf import hardware_summary
 from cnnlab.plots import plot_sweep, sweep_slider

@@ -40,6 +40,7 @@ __all__ = [
     "choose_dataset",
     "load_dataset",
     "read_idx",
+    "small_val_size",
     "stratified_indices",
 ]
 
@@ -257,6 +258,18 @@ def _raw_cifar10() -> tuple[np.ndarray, ...]:
         train = datasets.CIFAR10(root=str(root), train=True, download=False)
         test = datasets.CIFAR10(root=str(root), train=False, download=False)
     return (train.data, np.asarray(train.targets), test.data, np.asarray(test.targets))
+
+
+SMALL_VAL_SIZE = 500  # validation images held out in the small-data regime
+
+
+def small_val_size(name: str) -> int | None:
+    """The validation hold-out the chapters use with a small training subset: 500 images where
+    the training files hold thousands (validation is scored after every epoch of every run, so
+    its size is paid for many times), ``None`` (the default 10%) for digits' 1,438 images."""
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset name: {name!r} (choose one of {', '.join(DATASETS)})")
+    return None if name == "digits" else SMALL_VAL_SIZE
 
 
 def available(name: str) -> bool:

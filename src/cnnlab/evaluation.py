@@ -298,16 +298,13 @@ def compare_configs(
 
     if not configs:
         raise ValueError("Invalid configs: need at least one named configuration")
-    for config in configs.values():
-        config.validate()  # every configuration is checked before anything trains
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise ValueError(f"Invalid seeds: {seeds!r} (need at least one seed)")
-    names = list(configs)
-    jobs = [(configs[name], seed) for name in names for seed in seed_list]
-    done = run_jobs(jobs, desc="configurations", **sweep_kwargs)
-    rows = [{**row, "name": name} for row, (name, _) in
-            zip(done, [(n, s) for n in names for s in seed_list])]
+    names = [name for name in configs for _ in seed_list]  # one per job, in job order
+    jobs = [(configs[name], seed) for name in configs for seed in seed_list]
+    done = run_jobs(jobs, desc="configurations", **sweep_kwargs)  # validates every config first
+    rows = [{**row, "name": name} for row, name in zip(done, names)]
     summary = summarize(rows, "name", tuple(metrics))
     return rows, summary
 

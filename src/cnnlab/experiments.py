@@ -196,6 +196,9 @@ _INT_FIELDS = frozenset({"train_size", "val_size", "width", "epochs", "batch_siz
                          "early_stopping"})
 
 
+_MISSING = object()  # "no such field" / "no value given", distinct from None
+
+
 def _as_number(key: str, value: Any) -> Any:
     """``l2=0`` and ``l2=0.0`` are the same run: a non-integer field's number is a float."""
     if isinstance(value, int) and not isinstance(value, bool) and key not in _INT_FIELDS:
@@ -216,8 +219,6 @@ def _normalized(config: dict[str, Any]) -> dict[str, Any]:
         out[key] = value
     return out
 
-
-_MISSING = object()
 
 
 def cache_key(config: RunConfig, seed: int, runner: Runner = run) -> str:
@@ -320,7 +321,7 @@ def summarize(
 
 
 def paired_difference(
-    result: SweepResult, value: Any, metric: str = "test_acc", baseline: Any = None
+    result: SweepResult, value: Any, metric: str = "test_acc", baseline: Any = _MISSING
 ) -> tuple[float, float, float]:
     """Mean and 95% CI of ``metric(value) - metric(baseline)``, paired by seed.
 
@@ -328,7 +329,7 @@ def paired_difference(
     within a seed removes most of the seed-to-seed noise that separate intervals carry.
     ``baseline`` defaults to the sweep's first value (e.g. "off").
     """
-    base = result.values[0] if baseline is None else baseline
+    base = result.values[0] if baseline is _MISSING else baseline
     by = {(_hashable(r[result.param]), r["seed"]): r[metric] for r in result.rows}
     seeds = sorted({r["seed"] for r in result.rows})
     missing = [(v, s) for v in (value, base) for s in seeds if (_hashable(v), s) not in by]
@@ -403,8 +404,6 @@ def sweep(
     if not seed_list:
         raise ValueError(f"Invalid seeds: {seeds!r} (need at least one seed)")
     configs = [replace(base, **{param: v}) for v in values]
-    for c in configs:
-        c.validate()  # fail on a bad value before hours of training, not after
     jobs = [(c, s) for c in configs for s in seed_list]
     done = run_jobs(jobs, runner=runner, cache=cache, use_cache=use_cache, progress=progress,
                     workers=workers, desc=f"sweep {param}",
@@ -431,7 +430,7 @@ def run_jobs(
     next waits). Each finished run is cached at once: an interrupted call resumes.
     """
     for config, _ in jobs:
-        config.validate()
+        config.validate()  # fail on a bad value before hours of training, not after
     from tqdm.auto import tqdm
 
     jobs = list(jobs)
