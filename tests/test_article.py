@@ -22,6 +22,7 @@ from cnnlab.article import (
     ArticleL2Regularization,
     ArticleWeightClip,
     build_article_cnn,
+    listing_failures,
     run_listing,
     split_listing,
 )
@@ -338,3 +339,13 @@ def test_article_dropout_optimizer_with_train_false_raises_as_printed() -> None:
     opt = ArticleDropoutOptimizer(_net().parameters(), p=0.5, train=False)
     with pytest.raises(UnboundLocalError):
         opt.step()
+
+
+def test_listing_failures_lists_the_printed_failure_then_each_bug() -> None:
+    failures = listing_failures("4.4")
+    bugs = [b for b in LISTING_BUGS if b.listing == "4.4"]
+    assert [what for what, _ in failures] == ["as printed"] + [b.what for b in bugs]
+    assert isinstance(failures[0][1], NameError)
+    assert [type(exc).__name__ for _, exc in failures[1:]] == [b.raises for b in bugs]
+    with pytest.raises(ValueError, match="Unknown listing: '9.9'"):
+        listing_failures("9.9")

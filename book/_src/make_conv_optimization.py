@@ -319,12 +319,9 @@ The listing of section 4.5 first fails on an undefined name. Given the names, it
 ''')
 
 code('''
-from cnnlab.article import LISTING_BUGS, run_listing, split_listing
-exc = run_listing("4.5")
-print(f"as printed: {type(exc).__name__}: {exc}")
-for bug in (b for b in LISTING_BUGS if b.listing == "4.5"):
-    exc = bug.run()
-    print(f"{bug.what}: {type(exc).__name__}: {exc}")
+from cnnlab.article import listing_failures, split_listing
+for what, exc in listing_failures("4.5"):   # as printed, then each bug a fix uncovers
+    print(f"{what}: {type(exc).__name__}: {exc}")
 print("its 'convolution-layer optimizer':", split_listing("4.5")[1].splitlines()[1])
 ''')
 

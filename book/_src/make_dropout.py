@@ -125,12 +125,9 @@ without `defaults`, and it uses `F` without importing it:
 """)
 
 code('''
-from cnnlab.article import LISTING_BUGS, ArticleDropoutOptimizer, run_listing
-exc = run_listing("4.4")
-print(f"as printed: {type(exc).__name__}: {exc}")
-for bug in (b for b in LISTING_BUGS if b.listing == "4.4"):
-    exc = bug.run()
-    print(f"{bug.what}: {type(exc).__name__}: {exc}")
+from cnnlab.article import ArticleDropoutOptimizer, listing_failures
+for what, exc in listing_failures("4.4"):   # as printed, then each bug a fix uncovers
+    print(f"{what}: {type(exc).__name__}: {exc}")
 ''')
 
 md("""

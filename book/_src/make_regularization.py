@@ -214,12 +214,9 @@ does not match a 32x32 input after two 2x2 poolings (`64 * 8 * 8`):
 
 code('''
 import torch.nn.functional as F
-from cnnlab.article import LISTING_BUGS, ArticleL2Regularization, run_listing
-exc = run_listing("4.2")
-print(f"as printed: {type(exc).__name__}: {exc}")
-for bug in (b for b in LISTING_BUGS if b.listing == "4.2"):
-    exc = bug.run()
-    print(f"{bug.what}: {type(exc).__name__}: {exc}")
+from cnnlab.article import ArticleL2Regularization, listing_failures, run_listing
+for what, exc in listing_failures("4.2"):   # as printed, then each bug a fix uncovers
+    print(f"{what}: {type(exc).__name__}: {exc}")
 exc = run_listing("4.2", "CNN()(torch.randn(2, 3, 32, 32))", F=F)
 print(f"its CNN on a 32x32 batch: {type(exc).__name__}: {exc}")
 ''')

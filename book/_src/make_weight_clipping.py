@@ -44,7 +44,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
-from cnnlab.article import LISTING_BUGS, ArticleWeightClip, run_listing, split_listing
+from cnnlab.article import ArticleWeightClip, listing_failures, split_listing
 from cnnlab.models import build_model
 from cnnlab.plots import plot_weight_hist
 from cnnlab.techniques import GradientClipping, WeightClipping, clip_weights_, grad_norm
@@ -405,11 +405,8 @@ Run as printed, the listing stops at its first bug. Each fix only uncovers the n
 ''')
 
 code('''
-exc = run_listing("4.1")
-print(f"As printed: {type(exc).__name__}: {exc}\\n")
-for bug in (b for b in LISTING_BUGS if b.listing == "4.1"):
-    exc = bug.run()
-    print(f"- {bug.what}\\n    {type(exc).__name__}: {exc}")
+for what, exc in listing_failures("4.1"):   # as printed, then each bug a fix uncovers
+    print(f"- {what}\\n    {type(exc).__name__}: {exc}")
 ''')
 
 md(r'''

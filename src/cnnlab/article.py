@@ -36,6 +36,7 @@ __all__ = [
     "ArticleWeightClip",
     "ListingBug",
     "build_article_cnn",
+    "listing_failures",
     "run_listing",
     "split_listing",
 ]
@@ -316,6 +317,13 @@ LISTING_BUGS: tuple[ListingBug, ...] = (
     ListingBug("4.5", "`super().__init()` is a typo for `super().__init__()`", "CNN()\n", False,
                "AttributeError"),
 )
+
+
+def listing_failures(name: str) -> list[tuple[str, BaseException | None]]:
+    """What listing ``name`` raises as printed, then each of its bugs in :data:`LISTING_BUGS`:
+    ``[("as printed", exc), (bug.what, exc), ...]``, in the order fixing them uncovers them."""
+    failures = [("as printed", run_listing(name))]
+    return failures + [(bug.what, bug.run()) for bug in LISTING_BUGS if bug.listing == name]
 
 
 # The five listings of the article's section 4, verbatim (keys: "4.1" ... "4.5").
