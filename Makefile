@@ -18,15 +18,11 @@ NB_CELL_TIMEOUT ?= 300
 env: $(STAMP)
 
 # The system packages the book needs (apt) install side by side with the Python environment
-# (pip): on a fresh machine that saves the apt time. The browser's package comes with `browser`.
-# --no-compile: pip would byte-compile every module of torch's wheels (~40 s here); Python
-# compiles the modules actually imported on first import instead, and keeps them.
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+# (scripts/install-python.sh: uv, else pip): on a fresh machine that saves the apt time. The
+# browser's package comes with `browser`.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml scripts/install-python.sh
 	bash scripts/system-deps.sh book & deps=$$!; \
-	{ test -x $(PY) || $(PYTHON) -m venv $(VENV); } && \
-	$(PY) -m pip install --quiet --upgrade pip && \
-	$(PY) -m pip install --quiet --no-compile -r requirements-dev.txt -e . && \
-	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null; \
+	PYTHON=$(PYTHON) bash scripts/install-python.sh $(VENV); \
 	status=$$?; wait $$deps; exit $$status
 	touch $(STAMP)
 
