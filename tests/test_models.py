@@ -65,3 +65,31 @@ def test_activations_are_modules_so_forward_hooks_see_them():
             m.register_forward_hook(lambda mod, inp, out: seen.append(out.shape))
     model(torch.randn(2, 1, 8, 8))
     assert len(seen) == 3
+
+
+def _relu_then_pool(model, x):
+    """The textbook order (ReLU, then pool) that SmallCNN.features reorders."""
+    x = model.pool(model.act1(model.bn1(model.conv1(x))))
+    x = model.pool(model.act2(model.bn2(model.conv2(x))))
+    return model.fc2(model.drop2(model.act3(model.fc1(model.drop1(torch.flatten(x, 1))))))
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pool_before_relu_is_the_same_function_and_gradient_bit_for_bit(batch_norm, channels_last):
+    model = build_model((1, 12, 12), 10, seed=3, width=4, hidden=16, batch_norm=batch_norm)
+    x = torch.randn(16, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    x[:4] = -x[:4].abs()  # inputs whose pre-activations are mostly negative: ReLU zeros, ties
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    outs, grads = [], []
+    for forward in (model, lambda inp: _relu_then_pool(model, inp)):
+        model.zero_grad()
+        out = forward(x)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert torch.equal(outs[0], outs[1])
+    for g0, g1 in zip(*grads, strict=True):
+        assert torch.equal(g0, g1)

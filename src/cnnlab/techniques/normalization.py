@@ -168,7 +168,8 @@ def activation_stats(
     Runs one forward pass in the model's current mode, without gradients, through forward hooks.
     The model is left exactly as it was: BN running statistics that a training-mode pass would
     update are restored afterwards. Only *modules* are seen: a ReLU applied as a function
-    (``torch.relu(...)``, as in :class:`~cnnlab.models.SmallCNN`) does not appear.
+    (``torch.relu(...)``) does not appear; :class:`~cnnlab.models.SmallCNN`'s ReLUs are modules
+    (applied after each pooling, so they report pooled maps).
 
     Args:
         model: the network.
