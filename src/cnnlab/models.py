@@ -53,7 +53,8 @@ def _check_config(cfg: CNNConfig) -> None:
 
 
 class SmallCNN(nn.Module):
-    """conv3x3 -> [BN] -> ReLU -> pool -> conv3x3 -> [BN] -> ReLU -> pool -> FC -> ReLU -> FC.
+    """conv3x3 -> [BN] -> ReLU -> pool -> conv3x3 -> [BN] -> ReLU -> pool -> FC -> ReLU -> FC
+    (computed as pool, then ReLU: the same function, see :meth:`features`).
 
     Args:
         in_channels: input channels.
