@@ -267,3 +267,8 @@ def test_ci_text_and_markdown_table() -> None:
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | x\\|y |", "| 2 | line break |"]
     with pytest.raises(ValueError, match="Invalid row"):
         markdown_table(["a", "b"], [[1]])
+
+
+def test_compare_configs_needs_a_seed(tmp_path):
+    with pytest.raises(ValueError, match="Invalid seeds: 0"):
+        compare_configs({"base": RunConfig(epochs=1)}, 0, cache=tmp_path)

@@ -16,6 +16,7 @@ from cnnlab.experiments import (
     run,
     run_cached,
     run_jobs,
+    seeds_of,
     summarize,
     sweep,
     verdict,
@@ -232,3 +233,13 @@ def test_verdict_words_follow_the_interval():
 def test_paired_difference_takes_none_as_a_baseline_value(tmp_cache):
     res = sweep(RunConfig(), "clip_weights", [0.1, None], 2, runner=fake_runner, workers=1)
     assert paired_difference(res, 0.1, baseline=None)[0] == pytest.approx(0.0)  # None = "off"
+
+
+def test_seeds_of_counts_from_zero_keeps_lists_and_rejects_none_at_all(tmp_path):
+    assert seeds_of(3) == [0, 1, 2]
+    assert seeds_of((4, 7)) == [4, 7]
+    for empty in (0, []):
+        with pytest.raises(ValueError, match=r"Invalid seeds: (0|\[\])"):
+            seeds_of(empty)
+    with pytest.raises(ValueError, match="Invalid seeds"):  # before anything trains
+        sweep(RunConfig(epochs=1), "lr", [0.1], seeds=[], cache=tmp_path)

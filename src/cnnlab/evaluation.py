@@ -294,13 +294,11 @@ def compare_configs(
         order of ``configs``) ``n``, ``n_diverged`` and each metric's mean, ``_low`` and
         ``_high``.
     """
-    from cnnlab.experiments import run_jobs, summarize
+    from cnnlab.experiments import run_jobs, seeds_of, summarize
 
     if not configs:
         raise ValueError("Invalid configs: need at least one named configuration")
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    if not seed_list:
-        raise ValueError(f"Invalid seeds: {seeds!r} (need at least one seed)")
+    seed_list = seeds_of(seeds)
     names = [name for name in configs for _ in seed_list]  # one per job, in job order
     jobs = [(configs[name], seed) for name in configs for seed in seed_list]
     done = run_jobs(jobs, desc="configurations", **sweep_kwargs)  # validates every config first

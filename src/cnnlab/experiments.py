@@ -45,6 +45,7 @@ __all__ = [
     "run",
     "run_cached",
     "run_jobs",
+    "seeds_of",
     "summarize",
     "sweep",
     "verdict",
@@ -220,7 +221,6 @@ def _normalized(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-
 def cache_key(config: RunConfig, seed: int, runner: Runner = run) -> str:
     """A stable hash of everything that determines a row."""
     payload = {
@@ -346,6 +346,14 @@ def verdict(low: float, high: float, up: str = "raises", down: str = "lowers",
     return up if low > 0 else down if high < 0 else same
 
 
+def seeds_of(seeds: int | Sequence[int]) -> list[int]:
+    """A seed count ``n`` as ``[0, ..., n-1]``, or an explicit list of seeds; at least one."""
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seed_list:
+        raise ValueError(f"Invalid seeds: {seeds!r} (need at least one seed)")
+    return seed_list
+
+
 def _hashable(value: Any) -> Any:
     return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
 
@@ -400,9 +408,7 @@ def sweep(
         raise ValueError(f"Unknown sweep parameter: {param!r} (a RunConfig field: {sorted(names)})")
     if not values:
         raise ValueError("Invalid values: the sweep needs at least one value")
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    if not seed_list:
-        raise ValueError(f"Invalid seeds: {seeds!r} (need at least one seed)")
+    seed_list = seeds_of(seeds)
     configs = [replace(base, **{param: v}) for v in values]
     jobs = [(c, s) for c in configs for s in seed_list]
     done = run_jobs(jobs, runner=runner, cache=cache, use_cache=use_cache, progress=progress,
