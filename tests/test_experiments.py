@@ -243,3 +243,29 @@ def test_seeds_of_counts_from_zero_keeps_lists_and_rejects_none_at_all(tmp_path)
             seeds_of(empty)
     with pytest.raises(ValueError, match="Invalid seeds"):  # before anything trains
         sweep(RunConfig(epochs=1), "lr", [0.1], seeds=[], cache=tmp_path)
+
+
+def test_start_workers_warms_a_pool_that_sweeps_then_use(tmp_path):
+    from cnnlab import experiments
+
+    futures = experiments.start_workers("digits", workers=2)
+    assert len(futures) == 2  # returned before the workers finished starting
+    states = [f.result(timeout=120) for f in futures]
+    assert all(s["threads"] == 1 and s["dynamo"] and s["digits_read"] for s in states)
+    pool = experiments._POOL
+    cfg = RunConfig(dataset="digits", width=4, epochs=1)
+    rows = sweep(cfg, "dropout", [0.0, 0.5], 2, workers=2, cache=tmp_path).rows
+    assert experiments._POOL is pool and len(rows) == 4  # the sweep trained in the same pool
+    assert experiments.start_workers(workers=1) == []  # one worker: nothing to start
+    assert experiments._POOL is pool
+
+
+@pytest.mark.parametrize(("args", "kwargs", "match"), [
+    (("imagenet",), {}, "Unknown dataset: 'imagenet'"),
+    ((), {"workers": 0}, "Invalid workers value: 0"),
+])
+def test_start_workers_rejects_bad_input(args, kwargs, match):
+    from cnnlab.experiments import start_workers
+
+    with pytest.raises(ValueError, match=match):
+        start_workers(*args, **kwargs)

@@ -5,7 +5,7 @@
 
 from pathlib import Path
 
-from nbbuild import COLAB, SETUP, Notebook
+from nbbuild import COLAB, SETUP, START_WORKERS, Notebook
 
 nb = Notebook()
 md, code = nb.md, nb.code
@@ -33,7 +33,7 @@ five seeds with and without BN, times an epoch, and shows the classic bug of eva
 mode.
 ''')
 
-code(SETUP)
+code(SETUP + START_WORKERS)
 
 code('''
 %matplotlib inline

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from nbbuild import COLAB, SETUP, Notebook
+from nbbuild import COLAB, SETUP, START_WORKERS, Notebook
 
 nb = Notebook()
 nb.code(COLAB, ["remove-cell"])
@@ -26,7 +26,7 @@ advice against the table, claim by claim. The convolution-layer claim is measure
 {doc}`conv_optimization`.
 ''')
 
-nb.code(SETUP)
+nb.code(SETUP + START_WORKERS)
 
 nb.code('''
 %matplotlib inline

@@ -43,12 +43,13 @@ import matplotlib.pyplot as plt
 from IPython.display import HTML, display
 from myst_nb import glue
 from cnnlab.data import load_dataset
-from cnnlab.experiments import RunConfig, confidence_interval, sweep
+from cnnlab.experiments import RunConfig, confidence_interval, start_workers, sweep
 from cnnlab.perf import hardware_summary
 from cnnlab.plots import plot_sweep, sweep_slider
 from cnnlab.widgets import sweep_panel, describe
 DATASET = "digits"   # ships with scikit-learn: real 8x8 digits, always available
 print(f"Dataset: {DATASET}"); print("Hardware:", hardware_summary())
+start_workers(DATASET)   # sweeps train in worker processes: start them now, in the background
 ''')
 
 code('''

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from nbbuild import COLAB, SETUP, Notebook
+from nbbuild import COLAB, SETUP, START_WORKERS, Notebook
 
 nb = Notebook()
 nb.code(COLAB, ["remove-cell"])
@@ -25,7 +25,7 @@ remaining tools, early stopping and augmentation, as `fit` hooks in
 `cnnlab.techniques.overfitting`, and tests them.
 ''')
 
-nb.code(SETUP)
+nb.code(SETUP + START_WORKERS)
 
 nb.code('''
 %matplotlib inline

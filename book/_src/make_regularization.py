@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from nbbuild import COLAB, SETUP, Notebook
+from nbbuild import COLAB, SETUP, START_WORKERS, Notebook
 
 nb = Notebook()
 md, code = nb.md, nb.code
@@ -36,7 +36,7 @@ code('''
 %matplotlib inline
 import torch
 torch.set_num_threads(1)  # like the sweeps' workers: a small CNN gains little from more threads
-''' + SETUP)
+''' + SETUP + START_WORKERS)
 
 code('''
 from dataclasses import replace

@@ -5,7 +5,7 @@
 
 from pathlib import Path
 
-from nbbuild import COLAB, SETUP, Notebook
+from nbbuild import COLAB, SETUP, START_WORKERS, Notebook
 
 nb = Notebook()
 md, code = nb.md, nb.code
@@ -35,7 +35,7 @@ gradient-norm clipping (plotting the gradient norm at every step), and runs the 
 `WeightClip`.
 ''')
 
-code(SETUP)
+code(SETUP + START_WORKERS)
 
 code('''
 %matplotlib inline

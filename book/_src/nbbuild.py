@@ -17,12 +17,18 @@ import matplotlib.pyplot as plt
 from IPython.display import HTML, display
 from myst_nb import glue
 from cnnlab.data import choose_dataset, load_dataset, small_val_size
-from cnnlab.experiments import RunConfig, load_for, sweep
+from cnnlab.experiments import RunConfig, load_for, start_workers, sweep
 from cnnlab.perf import hardware_summary
 from cnnlab.plots import plot_sweep, sweep_slider
 from cnnlab.widgets import sweep_panel, describe
 DATASET, NOTE = choose_dataset("fashion_mnist")   # falls back to "digits" with a note
 print(NOTE or f"Dataset: {DATASET}"); print("Hardware:", hardware_summary())'''
+
+# Chapters that sweep start their worker processes in the setup cell: the workers import PyTorch
+# and read the dataset (~4 s) while the next cells run, so the first sweep trains at once. Not in
+# chapters that never sweep, or that time something before their first sweep.
+START_WORKERS = '''
+start_workers(DATASET)   # sweeps train in worker processes: start them now, in the background'''
 
 
 class Notebook:
