@@ -49,7 +49,7 @@ from cnnlab.plots import plot_sweep, sweep_slider
 from cnnlab.widgets import sweep_panel, describe
 DATASET = "digits"   # ships with scikit-learn: real 8x8 digits, always available
 print(f"Dataset: {DATASET}"); print("Hardware:", hardware_summary())
-start_workers(DATASET)   # sweeps train in worker processes: start them now, in the background
+start_workers(DATASET);   # sweeps train in worker processes: start them now, in the background
 ''')
 
 code('''

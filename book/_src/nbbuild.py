@@ -28,7 +28,7 @@ print(NOTE or f"Dataset: {DATASET}"); print("Hardware:", hardware_summary())'''
 # and read the dataset (~4 s) while the next cells run, so the first sweep trains at once. Not in
 # chapters that never sweep, or that time something before their first sweep.
 START_WORKERS = '''
-start_workers(DATASET)   # sweeps train in worker processes: start them now, in the background'''
+start_workers(DATASET);   # sweeps train in worker processes: start them now, in the background'''
 
 
 class Notebook:
