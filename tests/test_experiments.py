@@ -249,7 +249,7 @@ def test_start_workers_warms_a_pool_that_sweeps_then_use(tmp_path):
     from cnnlab import experiments
 
     futures = experiments.start_workers("digits", workers=2)
-    assert len(futures) == 2  # returned before the workers finished starting
+    assert len(futures) == 2  # one per worker
     states = [f.result(timeout=120) for f in futures]
     assert all(s["threads"] == 1 and s["dynamo"] and s["digits_read"] for s in states)
     pool = experiments._POOL

@@ -522,7 +522,7 @@ def _ready() -> dict[str, Any]:
 
 
 def _get_pool(workers: int, datasets: tuple[str, ...] = ()) -> ProcessPoolExecutor:
-    """A process pool kept for the session (spawned once: starting Python + torch costs ~2 s)."""
+    """A process pool kept for the session (spawned once: a worker takes ~4 s to start)."""
     global _POOL, _POOL_WORKERS
     if _POOL is None or _POOL_WORKERS != workers:
         if _POOL is not None:
@@ -540,7 +540,8 @@ def start_workers(*datasets: str, workers: int | None = None) -> list[Future[dic
     A worker needs ~4 s before its first run (importing PyTorch, reading the dataset's files).
     Started at the top of a notebook, that happens while the first cells run on the other core,
     and the first sweep starts training at once. Each worker reads ``datasets`` (names from
-    :data:`cnnlab.data.DATASETS`) while it starts. Optional: a sweep starts the workers itself.
+    :data:`cnnlab.data.DATASETS`) while it starts; workers already running are kept as they are.
+    Optional: a sweep starts the workers itself.
 
     Returns:
         One future per worker process, done once that worker is ready; an empty list where
