@@ -1,0 +1,70 @@
+"""How long a notebook takes to run, in seconds and in probe runs (a machine-independent unit).
+
+A machine's speed varies from hour to hour (on the book's 2-core machine, by up to 2x), so a time
+in seconds says little on its own. Each measurement is therefore stored with the time of a *probe
+run* taken beside it: one fixed small training run (:func:`probe_run`). A notebook that took 120 s
+while the probe took 1.2 s costs 100 probe runs, on any machine, in any hour; a reader multiplies
+by the probe's time on their own machine.
+
+The stored form (a JSON file written by a measuring script) is::
+
+    {"meta": {"hardware": "...", "command": "...", "date": "..."},
+     "notebooks": {"dropout": {"seconds": 131.2, "probe_seconds": 1.31}, ...}}
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from cnnlab.data import load_dataset
+from cnnlab.models import build_model
+from cnnlab.train import fit
+
+__all__ = ["format_duration", "probe_run", "runtime_text"]
+
+
+def probe_run(repeats: int = 3) -> float:
+    """Seconds of the probe run (median of ``repeats``): a width-16 :class:`SmallCNN` trained for
+    6 epochs on scikit-learn's digits (always available offline), batch 32, one thread."""
+    if repeats < 1:
+        raise ValueError(f"Invalid repeats value: {repeats} (must be >= 1)")
+    data = load_dataset("digits", seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        times = []
+        for _ in range(repeats):
+            model = build_model(data.input_shape, data.num_classes, seed=0, width=16)
+            start = time.perf_counter()
+            fit(model, data, epochs=6, lr=0.05, batch_size=32, seed=0, progress=False)
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return statistics.median(times)
+
+
+def format_duration(seconds: float) -> str:
+    """``75.4`` -> ``"1 min 15 s"``; under a minute, whole seconds (``"42 s"``)."""
+    if not seconds >= 0:  # also rejects NaN
+        raise ValueError(f"Invalid duration: {seconds!r} (must be a number >= 0)")
+    s = round(seconds)
+    return f"{s} s" if s < 60 else f"{s // 60} min {s % 60:02d} s"
+
+
+def runtime_text(runtimes: Mapping[str, Any] | None, name: str) -> str:
+    """The stored run time of notebook ``name`` as a phrase for the prose, e.g.
+    ``"2 min 05 s (96 probe runs) on a 2-core CPU with an empty run cache"``; says so when
+    nothing was measured (``runtimes`` is ``None``, or has no entry for ``name``)."""
+    entry = ((runtimes or {}).get("notebooks") or {}).get(name)
+    if not entry:
+        return "(not measured yet: run scripts/measure_runtimes.py)"
+    seconds, probe = float(entry["seconds"]), float(entry["probe_seconds"])
+    cores = (runtimes.get("meta") or {}).get("cores")
+    where = f"on a {cores}-core CPU" if cores else "on a CPU"
+    return (f"{format_duration(seconds)} ({seconds / probe:.0f} probe runs) {where} "
+            "with an empty run cache")
