@@ -78,7 +78,7 @@ def test_slider_html_validates():
 def test_sweep_slider_has_a_frame_per_value():
     html = sweep_slider(fake_result())
     assert html.count('class="cnnlab-slider-img"') == 2
-    assert "dropout = 0.5" in html
+    assert "dropout rate p = 0.5" in html
 
 
 def test_sweep_slider_writes_none_as_off_like_plot_sweep():
@@ -87,4 +87,46 @@ def test_sweep_slider_writes_none_as_off_like_plot_sweep():
         row["dropout"] = None if row["dropout"] == 0.0 else row["dropout"]
     res.values[0] = None
     html = sweep_slider(res)
-    assert "dropout = off" in html and "dropout = None" not in html
+    assert "dropout rate p = off" in html and "= None" not in html
+
+
+def test_axes_and_sliders_use_human_labels():
+    from cnnlab.plots import label_of
+
+    assert label_of("test_acc") == "test accuracy" and label_of("dropout") == "dropout rate p"
+    assert label_of("some_field") == "some field"
+    fig = plot_sweep(fake_result(), "test_acc")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "dropout rate p"
+    assert ax.get_ylabel() == "test accuracy (mean, 95% CI)"
+    plt.close(fig)
+    html = sweep_slider(fake_result())
+    assert "dropout rate p: <input" in html and "test_acc" not in html
+
+
+def test_slider_frames_fill_the_column_and_are_rendered_wide_enough():
+    import base64
+    import io
+
+    from PIL import Image
+
+    html = sweep_slider(fake_result())
+    assert html.count("width:100%;height:auto") == 2 and "max-width" not in html
+    first = re.search(r'src="data:image/png;base64,([^"]+)"', html).group(1)
+    width, _ = Image.open(io.BytesIO(base64.b64decode(first))).size
+    assert width >= 860  # wider than the book's text column, so it is scaled down, never up
+
+
+def test_shared_ylim_holds_every_interval_of_both_sweeps():
+    from cnnlab.plots import shared_ylim
+
+    a, b = fake_result(), fake_result()
+    for s in b.summary:  # a second sweep, lower
+        s.update({k: s[k] - 0.3 for k in ("test_acc", "test_acc_low", "test_acc_high")})
+    low, high = shared_ylim(a, b)
+    assert low == pytest.approx(min(s["test_acc_low"] for s in b.summary) - 0.02)
+    assert high == pytest.approx(max(s["test_acc_high"] for s in a.summary) + 0.02)
+    with pytest.raises(ValueError, match="No finite 'gap_x' values"):
+        shared_ylim(a, metric="gap_x")
+    html_a = sweep_slider(a, ylim=(low, high))
+    assert html_a.count("class=\"cnnlab-slider-img\"") == 2

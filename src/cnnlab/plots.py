@@ -21,11 +21,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 __all__ = [
+    "LABELS",
     "figure_to_png",
     "image_grid",
     "plot_histories",
     "plot_sweep",
     "plot_weight_hist",
+    "label_of",
+    "shared_ylim",
     "slider_html",
     "sweep_slider",
     "value_label",
@@ -39,6 +42,55 @@ def _new_axes(ax: Any = None, figsize: tuple[float, float] = (5.5, 3.5)) -> tupl
         return ax.figure, ax
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     return fig, ax
+
+
+# How the fields of runs and summaries are written on axes and slider captions.
+LABELS: dict[str, str] = {
+    "test_acc": "test accuracy",
+    "val_acc": "validation accuracy",
+    "train_acc": "training accuracy",
+    "train_eval_acc": "training accuracy (eval mode)",
+    "gap": "train-test gap",
+    "test_loss": "test loss",
+    "val_loss": "validation loss",
+    "train_loss": "training loss",
+    "epoch": "epoch",
+    "epochs": "epochs",
+    "dropout": "dropout rate p",
+    "l1": "L1 strength \u03bb",
+    "l2": "L2 strength \u03bb",
+    "weight_decay": "weight decay",
+    "clip_weights": "weight clip range r",
+    "clip_grad_norm": "gradient-norm clip",
+    "lr": "learning rate",
+    "batch_size": "batch size",
+    "width": "width (channels)",
+    "train_size": "training images",
+    "early_stopping": "early-stopping patience",
+    "batch_norm": "batch normalization",
+}
+
+
+def label_of(name: str) -> str:
+    """The human label of a run field (``"test_acc"`` -> ``"test accuracy"``); unknown names
+    are returned with underscores as spaces."""
+    return LABELS.get(name, name.replace("_", " "))
+
+
+def shared_ylim(*summaries: Any, metric: str = "test_acc", pad: float = 0.02
+                ) -> tuple[float, float]:
+    """One y-range that holds every interval of ``metric`` in all ``summaries`` (SweepResults or
+    summary rows), for figures that are meant to be compared side by side."""
+    values = []
+    for summary in summaries:
+        rows = summary.summary if hasattr(summary, "summary") else summary
+        for s in rows:
+            values += [v for v in (s.get(metric), s.get(f"{metric}_low"),
+                                   s.get(f"{metric}_high"))
+                       if v is not None and math.isfinite(v)]
+    if not values:
+        raise ValueError(f"No finite {metric!r} values to set a y-range from")
+    return min(values) - pad, max(values) + pad
 
 
 def value_label(value: Any) -> str:
@@ -105,8 +157,8 @@ def plot_sweep(
         ax.set_xticks(xs, ticklabels)
     if highlight is not None and highlight in values:
         ax.axvline(xs[values.index(highlight)], color="0.6", ls="--", lw=1)
-    ax.set_xlabel(param)
-    ax.set_ylabel(f"{metric} (mean, 95% CI)")
+    ax.set_xlabel(label_of(param))
+    ax.set_ylabel(f"{label_of(metric)} (mean, 95% CI)")
     ax.grid(alpha=0.3)
     if label:
         ax.legend(fontsize=8)
@@ -134,7 +186,7 @@ def plot_histories(
                 ax.fill_between(epochs, np.nanmin(padded, 0), np.nanmax(padded, 0),
                                 color=line.get_color(), alpha=0.2)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(label_of(metric))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -200,6 +252,7 @@ def slider_html(
 
     Works on a static page without a kernel and loads nothing from outside: the frames are
     inline PNGs and the behaviour is a few lines of inline JavaScript. Each figure is closed.
+    The images fill the width of the column they are in (render them at least that wide).
 
     Args:
         frames: ``(caption, figure)`` pairs in slider order.
@@ -220,7 +273,7 @@ def slider_html(
     captions = [str(c) for c, _ in frames]
     imgs = "".join(
         f'<img class="cnnlab-slider-img" alt="{html.escape(label)} = {html.escape(c)}" '
-        f'src="{s}" style="max-width:100%;display:{"block" if i == start else "none"}">'
+        f'src="{s}" style="width:100%;height:auto;display:{"block" if i == start else "none"}">'
         for i, (c, s) in enumerate(zip(captions, srcs))
     )
     caps = html.escape(repr(captions).replace("'", '"'))
@@ -228,7 +281,7 @@ def slider_html(
         f'<div class="cnnlab-slider" id="{uid}" data-captions="{caps}">'
         f'<label style="font-family:sans-serif;font-size:0.9em">{html.escape(label)}: '
         f'<input class="cnnlab-slider-input" type="range" min="0" max="{len(frames) - 1}" '
-        f'step="1" value="{start}" style="vertical-align:middle;width:14em"> '
+        f'step="1" value="{start}" style="vertical-align:middle;width:min(24em,55%)"> '
         f'<b class="cnnlab-slider-caption">{html.escape(captions[start])}</b></label>'
         f"{imgs}</div>"
         "<script>(function(){"
@@ -250,23 +303,30 @@ def sweep_slider(
     *,
     logx: bool = False,
     curves: Sequence[str] = ("train_acc", "val_acc"),
-    dpi: int = 70,
+    ylim: tuple[float, float] | None = None,
+    dpi: int = 90,
 ) -> str:
     """The static counterpart of a live panel: one frame per swept value, each showing that
     value's learning curves (mean over seeds, min-max band) beside the whole sweep with the
-    value marked. Returns :func:`slider_html`."""
+    value marked. Frames are 900 px wide at the default ``dpi`` (the page shows them at its
+    column's width). ``ylim`` fixes the sweep's y-range, e.g. :func:`shared_ylim` of two sweeps
+    shown one after the other, so that their heights can be compared. Returns
+    :func:`slider_html`."""
     frames = []
+    name = label_of(result.param)
     for value in result.values:
         rows = [r for r in result.rows if r[result.param] == value]
-        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
         for c in curves:
-            plot_histories({c: [r["history"] for r in rows]}, c, ax=left)
+            plot_histories({label_of(c): [r["history"] for r in rows]}, c, ax=left)
         left.set_ylabel("accuracy")
         diverged = sum(bool(r.get("diverged")) for r in rows)
         note = f", {diverged}/{len(rows)} diverged" if diverged else ""
-        left.set_title(f"{result.param} = {value_label(value)}: learning curves "
-                       f"({len(rows)} seeds{note})", fontsize=9)
+        left.set_title(f"{name} = {value_label(value)}: learning curves "
+                       f"({len(rows)} seeds{note})", fontsize=10)
         plot_sweep(result, metric, ax=right, logx=logx, highlight=value)
-        right.set_title(f"{metric} over the sweep", fontsize=9)
+        if ylim is not None:
+            right.set_ylim(*ylim)
+        right.set_title(f"{label_of(metric)} over the sweep", fontsize=10)
         frames.append((value_label(value), fig))
-    return slider_html(frames, label=result.param, dpi=dpi)
+    return slider_html(frames, label=name, dpi=dpi)
