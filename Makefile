@@ -18,7 +18,7 @@ unexport PYTHONDONTWRITEBYTECODE
 # Per-cell limit for nbmake (a chapter may take 2-3 minutes in all).
 NB_CELL_TIMEOUT ?= 300
 
-.PHONY: book test unit notebooks browser env system-deps clean bench
+.PHONY: book test unit colab notebooks browser env system-deps clean bench sync
 
 env: $(STAMP)
 
@@ -52,7 +52,17 @@ book: env
 	$(PY) scripts/check_site.py $(if $(BOOK_TOC),--toc $(BOOK_TOC))
 
 unit: env
-	$(PY) -m pytest tests -m "not browser" -q
+	$(PY) -m pytest tests -m "not browser and not colab" -q
+
+# Chapters run the way readers run them (tests/colab): in a fresh Colab-like environment with only
+# what the first cell installs, alone in an empty folder; and by the README's local route.
+colab: env
+	$(PY) -m pytest tests/colab -m colab -q
+
+# Bring each chapter's .md and .ipynb back in step after either was edited, and rewrite the cells
+# every chapter shares (scripts/sync_chapters.py; `make unit` fails while anything is out of step).
+sync: env
+	$(PY) scripts/sync_chapters.py
 
 notebooks: env
 	$(PY) -m pytest --nbmake --nbmake-timeout=$(NB_CELL_TIMEOUT) -q book
@@ -64,9 +74,11 @@ browser: env
 	bash scripts/system-deps.sh browser
 	$(if $(BOOK_TOC),CNNLAB_BOOK_TOC=$(BOOK_TOC)) $(PY) -m pytest tests/browser -m browser -q
 
-# Everything: unit tests, every chapter through nbmake, the book build, the browser test.
+# Everything: unit tests, the Colab and local routes, every chapter through nbmake, the book build,
+# the browser test.
 test: env
 	$(MAKE) unit
+	$(MAKE) colab
 	$(MAKE) notebooks
 	$(MAKE) book
 	$(MAKE) browser

@@ -4,7 +4,7 @@ whole Fashion-MNIST training split (58,000 images after the 2,000-image validati
 It is too slow for the page's time limit on a 2-core CPU, so the page reads the stored result.
 From the repository root (any machine; runs on a GPU when PyTorch sees one)::
 
-    python book/_src/choosing_full_ablation.py --workers 12 --seeds 5 \\
+    python scripts/choosing_full_ablation.py --workers 12 --seeds 5 \\
         --out book/data/ablation_full.json
 
 Every (configuration, seed) is trained by ``cnnlab.experiments.run_cached`` (cached under
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(name, config, seed) for seed in range(args.seeds)  # seed-major: a run stopped
             for name, config in configs.items()]               # early keeps every config even
     meta = {
-        "command": "python book/_src/choosing_full_ablation.py " + shlex.join(sys.argv[1:]),
+        "command": "python scripts/choosing_full_ablation.py " + shlex.join(sys.argv[1:]),
         "hardware": hardware_summary(),
         "python": platform.python_version(),
         "workers": args.workers,

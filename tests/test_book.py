@@ -6,9 +6,12 @@ The checks of the *built* site are in tests/browser/ (``make browser``, after ``
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -30,11 +33,12 @@ def _script(name: str) -> ModuleType:
     return module
 
 
-sync = _script("sync_colab_cells")
+sync = _script("sync_chapters")
 check_site = _script("check_site")
 vendor = _script("vendor_assets")
 
-NOTEBOOKS = sync.notebooks()
+CHAPTERS = sync.chapters()  # book/*.md that are notebooks
+NOTEBOOKS = [md.with_suffix(".ipynb") for md in CHAPTERS]
 
 
 def _toc_files() -> list[str]:
@@ -68,12 +72,23 @@ def _nb_ids() -> list[str]:
     return [str(p.relative_to(ROOT)) for p in NOTEBOOKS]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=_nb_ids())
-def test_first_cell_is_the_colab_cell_from_config(path: Path) -> None:
-    nb = nbformat.read(path, as_version=4)
-    problems = sync.problems(nb, sync.repository_url())
-    assert not problems, (f"{path.name}: {'; '.join(problems)} "
-                          "(fix: python scripts/sync_colab_cells.py)")
+def test_every_chapter_is_a_myst_notebook_paired_with_an_ipynb() -> None:
+    pages = {str(Path(d).with_suffix("")) for d in _toc_files()}
+    plain = {"book/intro", "book/outlook"}  # Markdown pages: nothing to execute
+    chapters = {str(md.relative_to(ROOT).with_suffix("")) for md in CHAPTERS}
+    assert chapters == pages - plain, "every chapter but the plain pages is a MyST notebook"
+    assert all(md.with_suffix(".ipynb").is_file() for md in CHAPTERS)
+    assert not list((ROOT / "book").glob("_src")), "the old string builders are gone"
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=[p.name for p in CHAPTERS])
+def test_chapter_pair_and_shared_cells_are_in_step(md: Path) -> None:
+    problems = sync.problems(md)
+    assert not problems, "; ".join(problems) + f" (fix: {sync.COMMAND})"
+
+
+def test_the_book_is_built_from_the_md_files_only() -> None:
+    assert "book/*.ipynb" in CONFIG["exclude_patterns"], "Sphinx must not read both files"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_nb_ids())
@@ -117,7 +132,8 @@ def test_repository_url_is_configured_once() -> None:
     assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
     # Nothing else of ours spells the URL out: it is read from _config.yml.
     ours = [*(ROOT / "scripts").rglob("*.py"), *(ROOT / "tests" / "browser").rglob("*.py"),
-            Path(__file__), *(ROOT / "_static").glob("*.js")]
+            Path(__file__), *(ROOT / "_static").glob("*.js"), *(ROOT / "src").rglob("*.py"),
+            *(ROOT / ".github").rglob("*.yml"), ROOT / "Makefile"]
     hard = [str(p.relative_to(ROOT)) for p in ours if url in p.read_text(encoding="utf8")]
     assert not hard, f"the repository URL is hard-coded in {hard}; read it from _config.yml"
 
@@ -140,36 +156,81 @@ def test_vendored_assets_match_their_manifest() -> None:
 
 
 # ----------------------------------------------------------------------------- the scripts
-def test_sync_inserts_replaces_and_is_idempotent(tmp_path: Path) -> None:
-    url = "https://github.com/example/book"
-    bare = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title")])
-    assert sync.problems(bare, url) == ["the first cell is not the Colab install cell"]
-    assert sync.sync(bare, url) and not sync.problems(bare, url)
-    assert bare.cells[0].metadata["tags"] == ["remove-cell"] and len(bare.cells) == 2
-    assert not sync.sync(bare, url)  # nothing left to change
+CHAPTER_MD = """---
+jupytext:
+  formats: ipynb,md:myst
+  text_representation: {extension: .md, format_name: myst}
+kernelspec: {name: python3, display_name: Python 3, language: python}
+---
 
-    old = nbformat.v4.new_code_cell('import sys\nif "google.colab" in sys.modules:\n'
-                                    '    %pip install cnnlab')
-    old.outputs = [nbformat.v4.new_output("stream", text="hi")]
-    nb = nbformat.v4.new_notebook(cells=[old])
-    cell_id = old.id
-    assert sync.sync(nb, url)
-    assert len(nb.cells) == 1 and nb.cells[0].id == cell_id and not nb.cells[0].outputs
-    assert f'"cnnlab @ git+{url}"' in nb.cells[0].source
+# A chapter
 
-    title = nbformat.v4.new_markdown_cell("# Title")
-    second = nbformat.v4.new_notebook(cells=[title, nbformat.v4.new_code_cell(
-        'import sys\nif "google.colab" in sys.modules:\n    pass')])
-    assert sync.problems(second, url) == [
-        "the first cell is not the Colab install cell (it is cell 2)"]
-    assert sync.sync(second, url) and not sync.problems(second, url)
-    assert len(second.cells) == 2 and second.cells[1] is title  # moved, not duplicated
+```{code-cell} ipython3
+x = 1
+```
+"""
 
-    path = tmp_path / "ch.ipynb"
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), path)
-    assert sync.main(["--check", str(path)]) == 1
-    assert sync.main([str(path)]) == 0
-    assert sync.main(["--check", str(path)]) == 0
+
+def test_sync_writes_the_pair_and_the_shared_cells(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sync, "BOOK", tmp_path)
+    md = tmp_path / "ch.md"
+    md.write_text(CHAPTER_MD)
+    assert sync.is_chapter(md) and sync.chapters() == [md]
+    assert sync.main(["--check", str(md)]) == 1  # no .ipynb yet, no Colab cell
+    assert sync.main([str(md)]) == 0
+    assert sync.main(["--check", str(md)]) == 0
+    nb = nbformat.read(md.with_suffix(".ipynb"), as_version=4)
+    assert nb.cells[0].source == sync.colab_source() and nb.cells[0].metadata.tags == [sync.TAG]
+    assert f'"cnnlab @ git+{sync.repository_url()}"' in nb.cells[0].source
+    assert [c.source for c in nb.cells[1:]] == ["# A chapter", "x = 1"]
+    ids = [c.id for c in nb.cells]
+
+    # Edited in Jupyter (the .ipynb is newer): the .md follows, the ids stay.
+    nb.cells[2].source = "x = 2"
+    nb.cells.append(nbformat.v4.new_code_cell(sync.SETUP_MARK + "\nstale = True"))
+    nbformat.write(nb, md.with_suffix(".ipynb"))
+    os.utime(md, (1, 1))
+    assert sync.main(["--check", str(md)]) == 1
+    assert sync.sync(md) == ["ch.md", "ch.ipynb"]  # the stale setup cell is rewritten in both
+    text = md.read_text()
+    assert "x = 2" in text and "stale" not in text and sync.SETUP.splitlines()[-1] in text
+    again = nbformat.read(md.with_suffix(".ipynb"), as_version=4)
+    assert [c.id for c in again.cells][:3] == ids and again.cells[3].source == sync.SETUP
+    assert sync.sync(md) == []  # in step: nothing to write
+
+    # Edited as text (the .md is newer); outputs in the .ipynb are dropped.
+    md.write_text(text.replace("x = 2", "x = 3"))
+    os.utime(md.with_suffix(".ipynb"), (1, 1))
+    assert "differ from cell 3" in "; ".join(sync.pair_problems(md))
+    sync.sync(md)
+    assert nbformat.read(md.with_suffix(".ipynb"), as_version=4).cells[2].source == "x = 3"
+
+
+def test_shared_cell_problems_are_named() -> None:
+    url = sync.repository()
+    bare = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# T")])
+    assert sync.shared_problems(bare, url) == ["the first cell is not the Colab install cell"]
+    old = nbformat.v4.new_code_cell('import sys\nif "google.colab" in sys.modules: pass')
+    nb = nbformat.v4.new_notebook(cells=[old, nbformat.v4.new_code_cell(sync.SETUP_MARK)])
+    assert sync.shared_problems(nb, url) == [
+        "the Colab install cell differs from the one written from _config.yml",
+        "the Colab install cell is not tagged 'remove-cell'",
+        "the setup cell (cell 2) differs from the shared one"]
+    assert sync.apply_shared(nb, url) and not sync.shared_problems(nb, url)
+    assert len(nb.cells) == 2 and not sync.apply_shared(nb, url)
+
+
+def test_data_url_follows_the_configured_repository(tmp_path: Path, monkeypatch) -> None:
+    repo = {"url": "https://github.com/someone/fork", "branch": "dev", "path_to_book": ""}
+    assert sync.data_url(repo) == "https://raw.githubusercontent.com/someone/fork/dev/book/data"
+    assert sync.data_url() == sync.data_url(CONFIG["repository"] | {"url": sync.repository_url()})
+    config = tmp_path / "_config.yml"
+    monkeypatch.setattr(sync, "CONFIG", config)
+    config.write_text("repository:\n  url: https://github.com/someone/fork.git/\n")
+    assert sync.repository_url() == "https://github.com/someone/fork"
+    config.write_text("repository:\n  url: http://example.org/x\n")
+    with pytest.raises(ValueError, match="Invalid repository.url in _config.yml: 'http://exa"):
+        sync.repository()
 
 
 def _page(path: Path, body: str) -> None:
@@ -218,3 +279,108 @@ def test_chapters_come_from_the_toc(tmp_path: Path) -> None:
                    "      - file: book/a\n        sections:\n          - file: book/a1.ipynb\n"
                    "      - file: book/b\n")
     assert check_site.chapters(toc) == ["book/a", "book/a1", "book/b"]
+
+
+# ----------------------------------------------------------------------------- what a chapter needs
+# What Colab preinstalls that the chapters may use (tests/colab runs two chapters in exactly that).
+COLAB_SET = {"torch", "torchvision", "ipywidgets", "matplotlib", "numpy", "scipy", "scikit-learn",
+             "tqdm", "ipykernel"}
+
+
+def _norm(dist: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist).lower()
+
+
+def _declared() -> set[str]:
+    """cnnlab's declared dependencies (pyproject.toml), as normalized distribution names."""
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return {_norm(re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0]) for d in deps}
+
+
+def _imported(code: str) -> set[str]:
+    """Top-level modules that ``code`` imports (IPython magics and shell lines dropped)."""
+    lines = [ln[: len(ln) - len(ln.lstrip())] + "pass" if ln.lstrip().startswith(("%", "!"))
+             else ln for ln in code.splitlines()]  # a magic line keeps its block non-empty
+    names = set()
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _unsatisfied(modules: set[str], allowed: set[str]) -> list[str]:
+    from importlib.metadata import packages_distributions
+
+    dists = packages_distributions()
+    out = []
+    for module in sorted(modules - set(sys.stdlib_module_names) - {"cnnlab"}):
+        owners = {_norm(d) for d in dists.get(module, [])}
+        if not owners & allowed:
+            out.append(f"{module} (from {sorted(owners) or 'nothing installed'})")
+    return out
+
+
+def test_imports_are_parsed_without_magics() -> None:
+    code = ('if x:\n    %pip install x\nimport os, torch.nn as nn\nfrom sklearn import datasets\n'
+            'from . import y')
+    assert _imported(code) == {"os", "torch", "sklearn"}
+    assert _unsatisfied({"os", "torch", "myst_nb", "cnnlab"}, {"torch"}) == [
+        "myst_nb (from ['myst-nb'])"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_nb_ids())
+def test_a_chapter_imports_only_what_colab_and_cnnlab_bring(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    missing = _unsatisfied(_imported(code), COLAB_SET | _declared())
+    assert not missing, (f"{path.name} imports what neither Colab nor cnnlab's dependencies "
+                         f"install: {missing}")
+
+
+def test_cnnlab_imports_only_its_declared_dependencies() -> None:
+    modules = set()
+    for py in (ROOT / "src" / "cnnlab").rglob("*.py"):
+        modules |= _imported(py.read_text(encoding="utf8"))
+    missing = _unsatisfied(modules, _declared())
+    assert not missing, f"cnnlab imports undeclared packages: {missing} (add them to pyproject)"
+
+
+# ----------------------------------------------------------------------------- publishing
+WORKFLOW = ROOT / ".github" / "workflows" / "book.yml"
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf8")
+    block = re.search(r"## Two commands.*?```bash\n(.*?)```", text, re.S)
+    assert block, "the README's 'Two commands' block"
+    return [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_the_workflow_runs_the_readme_test_command_then_deploys_the_site() -> None:
+    flow = yaml.safe_load(WORKFLOW.read_text(encoding="utf8"))
+    steps = flow["jobs"]["test"]["steps"]
+    runs = [s.get("run", "") for s in steps]
+    assert "make test" in _readme_commands()
+    assert "make test" in runs, "the workflow runs the README's test command"
+    upload = next(s for s in steps if str(s.get("uses", "")).startswith(
+        "actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "_build/html" and runs.index("make test") < steps.index(upload)
+    deploy = flow["jobs"]["deploy"]
+    assert deploy["needs"] == "test" and "refs/heads/main" in deploy["if"]
+    assert any(str(s.get("uses", "")).startswith("actions/deploy-pages") for s in deploy["steps"])
+
+
+def test_the_workflow_reads_the_repository_url_from_the_config() -> None:
+    text = WORKFLOW.read_text(encoding="utf8")
+    assert sync.repository_url() not in text and "github.com/" not in text.replace(
+        "github.com/en", "")
+    check = next(s["run"] for s in yaml.safe_load(text)["jobs"]["test"]["steps"]
+                 if "sync_chapters.py --url" in s.get("run", ""))
+    assert '"$configured" != "$here"' in check and "GITHUB_REPOSITORY" in check
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "sync_chapters.py"), "--url"],
+                         check=True, capture_output=True, text=True).stdout
+    assert out.strip() == sync.repository_url()
