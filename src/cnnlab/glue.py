@@ -1,11 +1,11 @@
-"""Computed values for a page's prose: myst-nb's ``glue`` where the book is built, a no-op elsewhere.
+"""Computed values for a page's prose: myst-nb's ``glue`` where the book is built, else a no-op.
 
-A chapter puts a number into its text with ``{glue:text}`key``` (MyST), and the cell that computed it
-calls :func:`glue`. Only the book build (and the test run in the authors' environment) has myst-nb;
-a reader running a chapter in Colab or in a plain Jupyter has not, and should not need it (it pulls
-in Sphinx). So :func:`glue` hands the value to ``myst_nb.glue`` when myst-nb is installed, and
-otherwise only shows it when asked to (``display=True``), exactly as the notebook would without
-the glue.
+A chapter puts a number into its text with ``{glue:text}`key``` (MyST), and the cell that
+computed it calls :func:`glue`. Only the book build (and the tests in the authors' environment)
+has myst-nb; a reader running a chapter in Colab or in a plain Jupyter has not, and should not
+need it (it pulls in Sphinx). So :func:`glue` hands the value to ``myst_nb.glue`` when myst-nb is
+installed, and otherwise only shows it when asked to (``display=True``), exactly as the notebook
+would without the glue.
 """
 
 from __future__ import annotations
