@@ -52,6 +52,9 @@ class Visit:
     colab: list[str] = field(default_factory=list)  # hrefs of Colab launch links
     widget_problems: list[str] = field(default_factory=list)
     widget_views: int = 0
+    overflow: list[str] = field(default_factory=list)  # outputs wider than the text column
+    narrow_sliders: list[str] = field(default_factory=list)  # slider frames narrower than it
+    dead_controls: list[str] = field(default_factory=list)  # widget buttons without a kernel
     own_bytes: int = 0  # bytes loaded from outside _static/ (the page's own weight)
     screenshot: Path | None = None
     error: str | None = None  # the crawl itself failed on this page
@@ -90,8 +93,36 @@ _PAGE_FACTS = """(viewType) => {
     widgetProblems.push('raw widget JSON is visible on the page');
   const colab = Array.from(document.querySelectorAll('a[href*="colab.research.google.com"]'))
       .map(a => a.href);
+  // The text column, and every output that is wider than it or scrolls sideways.
+  const column = document.querySelector('article.bd-article') || document.querySelector('main');
+  const colBox = column.getBoundingClientRect();
+  const overflow = [];
+  document.querySelectorAll('div.cell_output, div.cell_output pre, div.cell_output table')
+    .forEach((el, k) => {
+      const r = el.getBoundingClientRect();
+      const what = `${el.tagName.toLowerCase()} ${k} ("${el.innerText.slice(0, 40)}")`;
+      if (r.right > colBox.right + 1)
+        overflow.push(`${what} ends ${Math.round(r.right - colBox.right)} px past the column`);
+      else if (el.scrollWidth > el.clientWidth + 1)
+        overflow.push(`${what} is ${el.scrollWidth - el.clientWidth} px wider than its box`);
+    });
+  // Static slider frames: as wide as the column, and rendered from at least that many pixels.
+  const narrow = [];
+  document.querySelectorAll('.cnnlab-slider').forEach((root, k) => {
+    const img = Array.from(root.querySelectorAll('img.cnnlab-slider-img'))
+        .find(i => getComputedStyle(i).display !== 'none');
+    if (!img) { narrow.push(`slider ${k} shows no image`); return; }
+    const w = img.getBoundingClientRect().width, cw = root.parentElement.clientWidth;
+    if (w < 0.98 * cw) narrow.push(`slider ${k}: image ${Math.round(w)} px in a ${cw} px column`);
+    if (img.naturalWidth < cw)
+      narrow.push(`slider ${k}: frame rendered ${img.naturalWidth} px, upscaled to ${cw} px`);
+  });
+  const dead = Array.from(document.querySelectorAll(
+      'button.jupyter-button, .widget-button, .jupyter-widgets button'))
+      .map(b => `ipywidgets button "${b.innerText.trim()}"`);
   return {broken, figures: figs.length, views: views.length, widgetProblems, colab,
-          sliders: document.querySelectorAll('.cnnlab-slider').length};
+          sliders: document.querySelectorAll('.cnnlab-slider').length,
+          overflow, narrow, dead};
 }"""
 
 _VISIBLE_FRAME = """(root) => {
@@ -239,6 +270,9 @@ def _visit(browser, base: str, site: Path, path: Path, doc: str | None, shots: P
         visit.widget_problems = facts["widgetProblems"]
         visit.colab = facts["colab"]
         visit.sliders = facts["sliders"]
+        visit.overflow = facts["overflow"]
+        visit.narrow_sliders = facts["narrow"]
+        visit.dead_controls = facts["dead"]
         shot = shots / (rel.replace("/", "__").removesuffix(".html") + ".png")
         page.screenshot(path=str(shot), full_page=True)
         visit.screenshot = shot
@@ -321,6 +355,18 @@ def test_every_chapter_shows_a_figure(visits: dict[str, Visit]) -> None:
 
 def test_widgets_render_as_widgets(visits: dict[str, Visit]) -> None:
     _fail(visits, "widget_problems", "widgets that did not render as widgets")
+
+
+def test_no_output_is_wider_than_the_column(visits: dict[str, Visit]) -> None:
+    _fail(visits, "overflow", "outputs wider than the text column")
+
+
+def test_static_sliders_fill_the_column(visits: dict[str, Visit]) -> None:
+    _fail(visits, "narrow_sliders", "static sliders narrower than the column")
+
+
+def test_no_control_that_needs_a_kernel(visits: dict[str, Visit]) -> None:
+    _fail(visits, "dead_controls", "controls that do nothing on the static page")
 
 
 def test_static_sliders_change_their_figure(visits: dict[str, Visit]) -> None:
