@@ -247,22 +247,9 @@ def _row(mean: float, low: float, high: float) -> dict:
     return {"test_acc": mean, "test_acc_low": low, "test_acc_high": high}
 
 
-def test_ci_compare_needs_separated_intervals() -> None:
-    from cnnlab.evaluation import ci_compare
+def test_markdown_table() -> None:
+    from cnnlab.evaluation import markdown_table
 
-    base = _row(0.80, 0.78, 0.82)
-    assert ci_compare(_row(0.85, 0.83, 0.87), base) == 1
-    assert ci_compare(_row(0.70, 0.69, 0.71), base) == -1
-    assert ci_compare(_row(0.83, 0.81, 0.85), base) == 0  # overlapping: not established
-    assert ci_compare(_row(0.9, math.nan, math.nan), base) == 0
-
-
-def test_ci_text_and_markdown_table() -> None:
-    from cnnlab.evaluation import ci_text, markdown_table
-
-    assert ci_text(_row(0.8912, 0.8875, 0.8949)) == "89.1% (88.8\u201389.5%)"
-    row = {"t": 2.345, "t_low": 2.0, "t_high": 2.75}
-    assert ci_text(row, "t", percent=False, digits=2) == "2.35 (2.00\u20132.75)"
     table = markdown_table(["a", "b"], [[1, "x|y"], ["2", "line\nbreak"]])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | x\\|y |", "| 2 | line break |"]
     with pytest.raises(ValueError, match="Invalid row"):

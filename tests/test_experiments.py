@@ -1,26 +1,21 @@
 import json
-import math
 import os
 
 import pytest
 import torch
-from scipy import stats
 
 from cnnlab.experiments import (
     RunConfig,
     _normalized,
     cache_key,
-    confidence_interval,
     load_for,
-    paired_difference,
     run,
     run_cached,
     run_jobs,
     seeds_of,
-    summarize,
     sweep,
-    verdict,
 )
+from cnnlab.stats import paired_difference, verdict
 
 CALLS = []
 
@@ -49,20 +44,6 @@ interrupting_runner.__qualname__ = "fake_runner"  # same cache entries as fake_r
 @pytest.fixture(autouse=True)
 def clear_calls():
     CALLS.clear()
-
-
-def test_confidence_interval_matches_scipy():
-    xs = [0.81, 0.84, 0.79, 0.86, 0.83]
-    mean, low, high = confidence_interval(xs)
-    lo, hi = stats.t.interval(0.95, len(xs) - 1, loc=sum(xs) / 5, scale=stats.sem(xs))
-    assert mean == pytest.approx(0.826)
-    assert (low, high) == pytest.approx((lo, hi))
-
-
-def test_confidence_interval_edge_cases():
-    assert confidence_interval([0.5]) == (0.5, 0.5, 0.5)
-    assert all(math.isnan(v) for v in confidence_interval([]))
-    assert confidence_interval([1.0, float("nan"), 3.0])[0] == 2.0
 
 
 def test_sweep_summarizes_per_value(tmp_cache):
@@ -155,13 +136,6 @@ def test_bad_sweeps_fail_before_training(tmp_cache, param, values, match):
     assert CALLS == []
 
 
-def test_summarize_counts_diverged_runs():
-    rows = [{"lr": 1.0, "test_acc": 0.1, "diverged": True},
-            {"lr": 1.0, "test_acc": 0.9, "diverged": False}]
-    (s,) = summarize(rows, "lr", ("test_acc",))
-    assert s["n"] == 2 and s["n_diverged"] == 1 and s["test_acc"] == pytest.approx(0.5)
-
-
 def test_real_run_row(tmp_cache):
     cfg = RunConfig(dataset="digits", width=4, epochs=2, l2=1e-3, clip_grad_norm=5.0)
     row = run_cached(cfg, 0)
@@ -221,13 +195,6 @@ def test_paired_difference_pairs_runs_by_seed(tmp_cache):
     assert paired_difference(res, 0.0, baseline=0.5)[0] == pytest.approx(0.05)
     with pytest.raises(ValueError, match="no run for"):
         paired_difference(res, 0.3)
-
-
-def test_verdict_words_follow_the_interval():
-    assert verdict(0.01, 0.02) == "raises"
-    assert verdict(-0.02, -0.01) == "lowers"
-    assert verdict(-0.01, 0.02) == "does not measurably change"
-    assert verdict(0.1, 0.2, "wider", "narrower", "same") == "wider"
 
 
 def test_paired_difference_takes_none_as_a_baseline_value(tmp_cache):

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from cnnlab.data import Dataset
+from cnnlab.stats import ci_compare, ci_text  # noqa: F401 - until the chapters import cnnlab.stats
 from cnnlab.train import History, fit
 
 __all__ = [
@@ -37,8 +38,6 @@ __all__ = [
     "CrossValidation",
     "ablation_configs",
     "accuracy",
-    "ci_compare",
-    "ci_text",
     "compare_configs",
     "confusion_matrix",
     "cross_validate",
@@ -305,32 +304,6 @@ def compare_configs(
     rows = [{**row, "name": name} for row, name in zip(done, names)]
     summary = summarize(rows, "name", tuple(metrics))
     return rows, summary
-
-
-def ci_compare(a: Row, b: Row, metric: str = "test_acc") -> int:
-    """Compare two summary rows by their 95% confidence intervals of ``metric``.
-
-    Returns:
-        ``+1`` when ``a``'s interval lies entirely above ``b``'s, ``-1`` when entirely below,
-        ``0`` when they overlap (no difference is established; a conservative rule: intervals
-        that overlap a little can still differ at the 5% level). NaN bounds give ``0``.
-    """
-    a_low, a_high = a[f"{metric}_low"], a[f"{metric}_high"]
-    b_low, b_high = b[f"{metric}_low"], b[f"{metric}_high"]
-    if a_low > b_high:
-        return 1
-    if a_high < b_low:
-        return -1
-    return 0
-
-
-def ci_text(row: Row, metric: str = "test_acc", *, percent: bool = True, digits: int = 1) -> str:
-    """``"89.1% (88.8-89.5%)"``: a summary row's mean of ``metric`` and its 95% CI."""
-    if percent:
-        return (f"{100 * row[metric]:.{digits}f}% ({100 * row[f'{metric}_low']:.{digits}f}"
-                f"\u2013{100 * row[f'{metric}_high']:.{digits}f}%)")
-    return (f"{row[metric]:.{digits}f} ({row[f'{metric}_low']:.{digits}f}"
-            f"\u2013{row[f'{metric}_high']:.{digits}f})")
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -14,13 +14,12 @@ import dataclasses
 import hashlib
 import importlib
 import json
-import math
 import multiprocessing
 import os
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields, replace
@@ -31,6 +30,13 @@ import torch
 
 from cnnlab.data import Dataset, load_dataset
 from cnnlab.models import build_model
+from cnnlab.stats import (  # noqa: F401 - confidence_interval, paired_difference, verdict: until
+    confidence_interval,  # the chapters import them from cnnlab.stats (their one home)
+    hashable,
+    paired_difference,
+    summarize,
+    verdict,
+)
 from cnnlab.train import Hook, fit, progress_enabled
 
 __all__ = [
@@ -38,19 +44,15 @@ __all__ = [
     "RunConfig",
     "SweepResult",
     "cache_dir",
-    "confidence_interval",
     "default_workers",
     "hooks_for",
     "load_for",
-    "paired_difference",
     "run",
     "run_cached",
     "run_jobs",
     "seeds_of",
     "start_workers",
-    "summarize",
     "sweep",
-    "verdict",
 ]
 
 CACHE_VERSION = 2  # bump when the meaning of a cached row changes
@@ -272,92 +274,12 @@ def run_cached(
     return row
 
 
-# ----------------------------------------------------------------------------- statistics
-
-
-def confidence_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided Student-t confidence interval of the mean.
-
-    ``mean ± t_{(1+level)/2, n-1} · s / sqrt(n)`` with ``s`` the sample standard deviation.
-    Non-finite values are dropped; with a single value the interval is ``(mean, mean)``.
-
-    Returns:
-        ``(mean, low, high)``; all NaN when no finite value is left.
-    """
-    from scipy import stats
-
-    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not xs:
-        return (math.nan, math.nan, math.nan)
-    n = len(xs)
-    mean = sum(xs) / n
-    if n == 1:
-        return (mean, mean, mean)
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
-    return (mean, mean - half, mean + half)
-
-
-def summarize(
-    rows: Iterable[Row], param: str, metrics: Sequence[str] = ("test_acc", "train_acc", "gap")
-) -> list[Row]:
-    """Group ``rows`` by ``param`` (in first-seen order) into mean / 95% CI per metric.
-
-    Each summary row has ``param``'s value, ``n`` runs, ``n_diverged``, and for every metric
-    ``m``: ``m`` (the mean), ``m_low`` and ``m_high`` (the CI). Diverged runs count in ``n`` and
-    are averaged in with their (chance-level) accuracy, so divergence lowers the mean visibly.
-    """
-    groups: dict[Any, list[Row]] = {}
-    for row in rows:
-        groups.setdefault(_hashable(row[param]), []).append(row)
-    out = []
-    for group in groups.values():
-        summary: Row = {param: group[0][param], "n": len(group),
-                        "n_diverged": sum(bool(r.get("diverged")) for r in group)}
-        for m in metrics:
-            mean, low, high = confidence_interval([r[m] for r in group if m in r])
-            summary.update({m: mean, f"{m}_low": low, f"{m}_high": high})
-        summary["train_time"] = sum(r.get("train_time", 0.0) for r in group) / len(group)
-        out.append(summary)
-    return out
-
-
-def paired_difference(
-    result: SweepResult, value: Any, metric: str = "test_acc", baseline: Any = _MISSING
-) -> tuple[float, float, float]:
-    """Mean and 95% CI of ``metric(value) - metric(baseline)``, paired by seed.
-
-    Each seed draws the data subset, the initial weights and the batch order, so the difference
-    within a seed removes most of the seed-to-seed noise that separate intervals carry.
-    ``baseline`` defaults to the sweep's first value (e.g. "off").
-    """
-    base = result.values[0] if baseline is _MISSING else baseline
-    by = {(_hashable(r[result.param]), r["seed"]): r[metric] for r in result.rows}
-    seeds = sorted({r["seed"] for r in result.rows})
-    missing = [(v, s) for v in (value, base) for s in seeds if (_hashable(v), s) not in by]
-    if missing:
-        raise ValueError(f"Invalid value for a paired difference: no run for (value, seed) "
-                         f"{missing[0]!r} in the sweep over {result.param!r}")
-    return confidence_interval([by[_hashable(value), s] - by[_hashable(base), s] for s in seeds])
-
-
-def verdict(low: float, high: float, up: str = "raises", down: str = "lowers",
-            same: str = "does not measurably change") -> str:
-    """A word for a difference's 95% interval ``[low, high]``: ``up`` if it lies above 0,
-    ``down`` if below, ``same`` if it contains 0."""
-    return up if low > 0 else down if high < 0 else same
-
-
 def seeds_of(seeds: int | Sequence[int]) -> list[int]:
     """A seed count ``n`` as ``[0, ..., n-1]``, or an explicit list of seeds; at least one."""
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise ValueError(f"Invalid seeds: {seeds!r} (need at least one seed)")
     return seed_list
-
-
-def _hashable(value: Any) -> Any:
-    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
 
 
 @dataclass
