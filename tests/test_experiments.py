@@ -6,7 +6,6 @@ import torch
 
 from cnnlab.experiments import (
     RunConfig,
-    _normalized,
     cache_key,
     load_for,
     run,
@@ -93,17 +92,6 @@ def test_cache_key_covers_config_seed_and_runner():
     assert cache_key(RunConfig(lr=1), 0, run) == cache_key(RunConfig(lr=1.0), 0, run)
     assert cache_key(RunConfig(epochs=2), 0, run) != cache_key(RunConfig(epochs=3), 0, run)
     assert cache_key(RunConfig(val_size=500), 0, run) != cache_key(RunConfig(), 0, run)
-
-
-def test_cache_key_leaves_out_fields_at_their_default():
-    # a field added later with a default that keeps the old behaviour must not change old keys:
-    # the key of a config equals the key written without the fields that sit at their default
-    payload = _normalized(RunConfig(width=8, l2=0, val_size=None).to_dict())
-    assert payload == {"width": 8}
-    assert _normalized(RunConfig(dropout=0.5, augment=True).to_dict()) == {
-        "dropout": 0.5, "augment": True}
-    # a value equal to the default but of another kind is not the default (True is not 1)
-    assert _normalized({"momentum": 0.9, "batch_norm": 0}) == {"batch_norm": 0}
 
 
 def test_run_uses_val_size(tmp_cache):

@@ -10,24 +10,29 @@ recomputed, never trusted. Nothing is pickled.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import importlib
-import json
 import multiprocessing
 import os
 import signal
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from cnnlab.cache import (  # noqa: F401 - CACHE_VERSION, cache_key: until the chapters import
+    CACHE_VERSION,  # them from cnnlab.cache
+    cache_dir,
+    cache_key,
+    cache_path,
+    device_kind,
+    read_row,
+    write_row,
+)
+from cnnlab.config import Row, RunConfig, Runner
 from cnnlab.data import Dataset, load_dataset
 from cnnlab.models import build_model
 from cnnlab.stats import (  # noqa: F401 - confidence_interval, paired_difference, verdict: until
@@ -40,10 +45,8 @@ from cnnlab.stats import (  # noqa: F401 - confidence_interval, paired_differenc
 from cnnlab.train import Hook, fit, progress_enabled
 
 __all__ = [
-    "CACHE_VERSION",
     "RunConfig",
     "SweepResult",
-    "cache_dir",
     "default_workers",
     "hooks_for",
     "load_for",
@@ -55,63 +58,6 @@ __all__ = [
     "sweep",
 ]
 
-CACHE_VERSION = 2  # bump when the meaning of a cached row changes
-
-Row = dict[str, Any]
-Runner = Callable[["RunConfig", int], Row]
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that determines one training run (apart from the seed)."""
-
-    dataset: str = "digits"  # a name of cnnlab.data.DATASETS
-    train_size: int | None = None  # stratified training subset; None = the whole training split
-    val_size: int | None = None  # validation images held out (None: 10% of the files, <= 2,000)
-    width: int = 16  # channels of the first convolution (the second has twice as many)
-    batch_norm: bool = False  # BatchNorm2d after each convolution
-    dropout: float = 0.0  # dropout rate before the fully connected layers
-    epochs: int = 5  # passes over the training split
-    lr: float = 0.05  # learning rate
-    batch_size: int = 64  # mini-batch size
-    optimizer: str = "sgd"  # "sgd" (momentum), "adam" or "adamw"
-    momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 0.0  # the optimizer's own weight decay
-    l1: float = 0.0  # lambda of an L1 penalty added to the loss (0 = off)
-    l2: float = 0.0  # lambda of an L2 penalty added to the loss (0 = off)
-    clip_weights: float | None = None  # clamp every weight to [-r, r] after each step (None = off)
-    clip_grad_norm: float | None = None  # clip the total gradient norm after backward (None = off)
-    augment: bool = False  # random shifts (10% of the side) and rotations (10 degrees) per batch
-    early_stopping: int | None = None  # patience in epochs; restores the best weights (None = off)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first invalid field."""
-        for name in ("l1", "l2", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"Invalid {name} value: {getattr(self, name)} (must be >= 0)")
-        for name in ("clip_weights", "clip_grad_norm"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"Invalid {name} value: {value} (must be > 0, or None for off)")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"Invalid dropout value: {self.dropout} (must be in [0, 1))")
-        if not self.lr > 0:
-            raise ValueError(f"Invalid learning rate: {self.lr} (must be > 0)")
-        if not isinstance(self.augment, bool):
-            raise ValueError(f"Invalid augment value: {self.augment!r} (must be True or False)")
-        if self.val_size is not None and (isinstance(self.val_size, bool)
-                                          or not isinstance(self.val_size, int)
-                                          or self.val_size < 1):
-            raise ValueError(f"Invalid val_size value: {self.val_size!r} (must be a positive int, "
-                             "or None for the dataset's default)")
-        patience = self.early_stopping
-        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
-                                     or patience < 1):
-            raise ValueError(f"Invalid early_stopping value: {patience!r} (must be an int >= 1 "
-                             "epochs of patience, or None for off)")
 
 
 def hooks_for(config: RunConfig) -> list[Hook]:
@@ -157,7 +103,7 @@ def run(config: RunConfig, seed: int) -> Row:
     model = build_model(
         data.input_shape, data.num_classes, seed=seed, width=config.width,
         batch_norm=config.batch_norm, dropout=config.dropout,
-    ).to(_device_kind())
+    ).to(device_kind())
     hist = fit(
         model, data, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
         optimizer=config.optimizer, momentum=config.momentum,
@@ -178,82 +124,6 @@ def run(config: RunConfig, seed: int) -> Row:
     }
 
 
-# ----------------------------------------------------------------------------- cache
-
-
-def cache_dir(path: str | os.PathLike | None = None) -> Path:
-    """``path``, else ``$CNNLAB_CACHE``, else ``~/.cache/cnnlab/runs``."""
-    if path is not None:
-        return Path(path)
-    env = os.environ.get("CNNLAB_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "cnnlab" / "runs"
-
-
-def _runner_name(runner: Runner) -> str:
-    return f"{runner.__module__}.{runner.__qualname__}"
-
-
-def _device_kind() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-_INT_FIELDS = frozenset({"train_size", "val_size", "width", "epochs", "batch_size",
-                         "early_stopping"})
-
-
-_MISSING = object()  # "no such field" / "no value given", distinct from None
-
-
-def _as_number(key: str, value: Any) -> Any:
-    """``l2=0`` and ``l2=0.0`` are the same run: a non-integer field's number is a float."""
-    if isinstance(value, int) and not isinstance(value, bool) and key not in _INT_FIELDS:
-        return float(value)
-    return value
-
-
-def _normalized(config: dict[str, Any]) -> dict[str, Any]:
-    """The fields that identify a run: numbers normalized, fields at their default left out (so
-    adding a field whose default keeps the old behaviour leaves every cached run valid)."""
-    defaults = {k: _as_number(k, v) for k, v in RunConfig().to_dict().items()}
-    out = {}
-    for key, value in config.items():
-        value = _as_number(key, value)
-        default = defaults.get(key, _MISSING)
-        if value == default and type(value) is type(default):
-            continue
-        out[key] = value
-    return out
-
-
-def cache_key(config: RunConfig, seed: int, runner: Runner = run) -> str:
-    """A stable hash of everything that determines a row."""
-    payload = {
-        "config": _normalized(config.to_dict()),
-        "seed": seed,
-        "runner": _runner_name(runner),
-        "device": _device_kind(),
-        "version": CACHE_VERSION,
-    }
-    blob = json.dumps(payload, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:24]
-
-
-def _read_row(path: Path) -> Row | None:
-    try:
-        row = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # missing or corrupt: recompute
-    return row if isinstance(row, dict) and "seed" in row else None
-
-
-def _write_row(path: Path, row: Row) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(row, f)
-    os.replace(tmp, path)  # atomic: an interrupted write never leaves half a file behind
-
-
 def run_cached(
     config: RunConfig,
     seed: int,
@@ -263,14 +133,14 @@ def run_cached(
     use_cache: bool = True,
 ) -> Row:
     """:func:`run` (or ``runner``) through the on-disk cache."""
-    path = cache_dir(cache) / f"{cache_key(config, seed, runner)}.json"
+    path = cache_path(config, seed, runner, cache)
     if use_cache:
-        row = _read_row(path)
+        row = read_row(path)
         if row is not None:
             return row
     row = runner(config, seed)
     if use_cache:
-        _write_row(path, row)
+        write_row(path, row)
     return row
 
 
@@ -367,8 +237,8 @@ def run_jobs(
     rows: list[Row | None] = [None] * len(jobs)
     todo = []
     for i, (config, seed) in enumerate(jobs):
-        path = cache_dir(cache) / f"{cache_key(config, seed, runner)}.json"
-        cached = _read_row(path) if use_cache else None
+        path = cache_path(config, seed, runner, cache)
+        cached = read_row(path) if use_cache else None
         if cached is None:
             todo.append(i)
         else:
