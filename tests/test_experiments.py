@@ -200,19 +200,50 @@ def test_seeds_of_counts_from_zero_keeps_lists_and_rejects_none_at_all(tmp_path)
         sweep(RunConfig(epochs=1), "lr", [0.1], seeds=[], cache=tmp_path)
 
 
-def test_start_workers_warms_a_pool_that_sweeps_then_use(tmp_path):
-    from cnnlab import experiments
+def test_start_workers_warms_the_session_pool_that_sweeps_then_use(tmp_path):
+    from cnnlab.experiments import start_workers
+    from cnnlab.pool import session_pool, shutdown_session_pool, worker_state
 
-    futures = experiments.start_workers("digits", workers=2)
+    shutdown_session_pool()
+    futures = start_workers("digits", workers=2)
     assert len(futures) == 2  # one per worker
     states = [f.result(timeout=120) for f in futures]
-    assert all(s["threads"] == 1 and s["dynamo"] and s["digits_read"] for s in states)
-    pool = experiments._POOL
+    assert all(s.threads == 1 and s.dynamo_imported and s.datasets_read == ("digits",)
+               for s in states)
+    pool = session_pool(2)
+    assert pool.running
     cfg = RunConfig(dataset="digits", width=4, epochs=1)
     rows = sweep(cfg, "dropout", [0.0, 0.5], 2, workers=2, cache=tmp_path).rows
-    assert experiments._POOL is pool and len(rows) == 4  # the sweep trained in the same pool
-    assert experiments.start_workers(workers=1) == []  # one worker: nothing to start
-    assert experiments._POOL is pool
+    assert session_pool(2) is pool and len(rows) == 4  # the sweep trained in the same pool
+    # the same two processes (a ready worker may have answered both start-up futures)
+    pids = {pool.submit(worker_state).result(timeout=60).pid for _ in range(6)}
+    assert len(pids | {s.pid for s in states}) <= 2
+    assert start_workers(workers=1) == []  # one worker: nothing to start
+    shutdown_session_pool()
+    assert not pool.running
+
+
+def test_a_sweep_trains_in_a_pool_its_caller_owns(tmp_path):
+    from cnnlab.pool import WorkerPool, worker_state
+
+    cfg = RunConfig(dataset="digits", width=4, epochs=1)
+    serial = sweep(cfg, "dropout", [0.0, 0.5], 2, workers=1, use_cache=False).rows
+    with WorkerPool(2) as pool:
+        rows = sweep(cfg, "dropout", [0.0, 0.5], 2, pool=pool, cache=tmp_path).rows
+        assert pool.running and pool.submit(worker_state).result(timeout=60).threads == 1
+    assert not pool.running  # the with block shut it down
+    assert [r["test_acc"] for r in rows] == [r["test_acc"] for r in serial]
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    ((0,), "Invalid workers value: 0"), ((True,), "Invalid workers value: True"),
+    ((2, ("imagenet",)), "Unknown dataset: 'imagenet'"),
+])
+def test_worker_pool_rejects_bad_input(args, match):
+    from cnnlab.pool import WorkerPool
+
+    with pytest.raises(ValueError, match=match):
+        WorkerPool(*args)
 
 
 @pytest.mark.parametrize(("args", "kwargs", "match"), [

@@ -10,18 +10,16 @@ recomputed, never trusted. Nothing is pickled.
 
 from __future__ import annotations
 
-import importlib
-import multiprocessing
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from cnnlab.cache import (  # noqa: F401 - CACHE_VERSION, cache_key: until the chapters import
     CACHE_VERSION,  # them from cnnlab.cache
@@ -33,8 +31,9 @@ from cnnlab.cache import (  # noqa: F401 - CACHE_VERSION, cache_key: until the c
     write_row,
 )
 from cnnlab.config import Row, RunConfig, Runner
-from cnnlab.data import Dataset, load_dataset
+from cnnlab.data import DATASETS, Dataset, load_dataset
 from cnnlab.models import build_model
+from cnnlab.pool import WorkerPool, WorkerState, session_pool
 from cnnlab.stats import (  # noqa: F401 - confidence_interval, paired_difference, verdict: until
     confidence_interval,  # the chapters import them from cnnlab.stats (their one home)
     hashable,
@@ -42,6 +41,8 @@ from cnnlab.stats import (  # noqa: F401 - confidence_interval, paired_differenc
     summarize,
     verdict,
 )
+from cnnlab.techniques import L1, L2, GradientClipping, WeightClipping, weight_stats
+from cnnlab.techniques.overfitting import Augmentation, EarlyStopping
 from cnnlab.train import Hook, fit, progress_enabled
 
 __all__ = [
@@ -62,9 +63,6 @@ __all__ = [
 
 def hooks_for(config: RunConfig) -> list[Hook]:
     """The training hooks that ``config``'s technique fields switch on."""
-    from cnnlab.techniques import L1, L2, GradientClipping, WeightClipping
-    from cnnlab.techniques.overfitting import Augmentation, EarlyStopping
-
     hooks: list[Hook] = []
     if config.l1 > 0:
         hooks.append(L1(config.l1))
@@ -96,8 +94,6 @@ def run(config: RunConfig, seed: int) -> Row:
         ``diverged``, ``train_time`` in seconds, per-epoch ``history`` and ``weights``
         statistics of the trained model.
     """
-    from cnnlab.techniques import weight_stats
-
     config.validate()
     data = load_for(config, seed)
     model = build_model(
@@ -178,6 +174,7 @@ def sweep(
     progress: bool | None = None,
     metrics: Sequence[str] = ("test_acc", "train_acc", "gap"),
     workers: int | None = None,
+    pool: WorkerPool | None = None,
 ) -> SweepResult:
     """Run ``base`` with ``param`` set to each of ``values``, for each seed.
 
@@ -194,6 +191,7 @@ def sweep(
         metrics: row fields to summarize.
         workers: processes to train in (default :func:`default_workers`); runs missing from
             the cache are spread over them, each finished run is cached at once.
+        pool: a :class:`~cnnlab.pool.WorkerPool` to train in instead (its size wins).
     Returns:
         A :class:`SweepResult`.
     """
@@ -206,7 +204,7 @@ def sweep(
     configs = [replace(base, **{param: v}) for v in values]
     jobs = [(c, s) for c in configs for s in seed_list]
     done = run_jobs(jobs, runner=runner, cache=cache, use_cache=use_cache, progress=progress,
-                    workers=workers, desc=f"sweep {param}",
+                    workers=workers, pool=pool, desc=f"sweep {param}",
                     label=lambda config: {param: getattr(config, param)})
     return SweepResult(param=param, values=list(values), rows=done,
                        summary=summarize(done, param, metrics))
@@ -222,17 +220,18 @@ def run_jobs(
     workers: int | None = None,
     desc: str = "runs",
     label: Callable[[RunConfig], dict[str, Any]] | None = None,
+    pool: WorkerPool | None = None,
 ) -> list[Row]:
     """Train (or read from the cache) each ``(config, seed)`` of ``jobs``; rows in job order.
 
     All runs missing from the cache go to the worker processes at once, so that runs of several
     configurations share the workers (no worker idles at the end of one configuration while the
-    next waits). Each finished run is cached at once: an interrupted call resumes.
+    next waits). Each finished run is cached at once: an interrupted call resumes. ``pool``: the
+    worker processes to use (default: the session pool of ``workers`` processes,
+    :func:`cnnlab.pool.session_pool`).
     """
     for config, _ in jobs:
         config.validate()  # fail on a bad value before hours of training, not after
-    from tqdm.auto import tqdm
-
     jobs = list(jobs)
     rows: list[Row | None] = [None] * len(jobs)
     todo = []
@@ -243,13 +242,15 @@ def run_jobs(
             todo.append(i)
         else:
             rows[i] = cached
-    n_workers = default_workers() if workers is None else workers
+    n_workers = pool.workers if pool is not None else (
+        default_workers() if workers is None else workers)
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=desc,
                disable=not progress_enabled(progress))
     kwargs = {"runner": runner, "cache": cache_dir(cache), "use_cache": use_cache}
     try:
         if n_workers > 1 and len(todo) > 1:
-            todo = _run_parallel(jobs, todo, rows, n_workers, kwargs, bar)
+            todo = _run_parallel(jobs, todo, rows, pool or session_pool(n_workers), kwargs,
+                                 bar)
         for i in todo:  # serial path, and whatever a broken pool left over
             config, seed = jobs[i]
             bar.set_postfix({**(label(config) if label else {}), "seed": seed})
@@ -282,65 +283,20 @@ def default_workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-_POOL: ProcessPoolExecutor | None = None
-_POOL_WORKERS = 0
-
-
-def _init_worker(datasets: tuple[str, ...] = ()) -> None:
-    torch.set_num_threads(1)  # one core per process; threads would fight over the same cores
-    os.environ["CNNLAB_PROGRESS"] = "0"
-    # Ctrl-C / a kernel interrupt is handled by the parent (it cancels the queued runs); a
-    # worker finishing its current run must not print a KeyboardInterrupt traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # What a worker's first run would otherwise pay on top of training, done before it: creating
-    # an optimizer imports torch._dynamo (~1.5 s), and a dataset's files are read once per
-    # process (~0.5 s for Fashion-MNIST). Started early (start_workers), this overlaps with
-    # the notebook's own cells instead of delaying its first sweep.
-    importlib.import_module("torch._dynamo")
-    for name in datasets:
-        try:
-            load_dataset(name, train_size=100)  # reads the files; converts only 100 images
-        except Exception:  # noqa: BLE001 (unavailable data: the run itself reports it)
-            pass
-
-
-def _ready() -> dict[str, Any]:
-    """What a started worker has done (submitted by start_workers; tested)."""
-    from cnnlab import data
-
-    return {"pid": os.getpid(), "threads": torch.get_num_threads(),
-            "dynamo": "torch._dynamo" in sys.modules,
-            "digits_read": data._raw_digits.cache_info().currsize > 0}
-
-
-def _get_pool(workers: int, datasets: tuple[str, ...] = ()) -> ProcessPoolExecutor:
-    """A process pool kept for the session (spawned once: a worker takes ~4 s to start)."""
-    global _POOL, _POOL_WORKERS
-    if _POOL is None or _POOL_WORKERS != workers:
-        if _POOL is not None:
-            _POOL.shutdown(cancel_futures=True)
-        ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch runs threads
-        _POOL = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                    initargs=(tuple(datasets),))
-        _POOL_WORKERS = workers
-    return _POOL
-
-
-def start_workers(*datasets: str, workers: int | None = None) -> list[Future[dict[str, Any]]]:
-    """Start the sweep worker processes now, in the background, and return at once.
+def start_workers(*datasets: str, workers: int | None = None) -> list[Future[WorkerState]]:
+    """Start the session's sweep worker processes now, in the background, and return at once.
 
     A worker needs ~4 s before its first run (importing PyTorch, reading the dataset's files).
     Started at the top of a notebook, that happens while the first cells run on the other core,
     and the first sweep starts training at once. Each worker reads ``datasets`` (names from
-    :data:`cnnlab.data.DATASETS`) while it starts; workers already running are kept as they are.
-    Optional: a sweep starts the workers itself.
+    :data:`cnnlab.data.DATASETS`) while it starts; workers already running are kept as they are
+    (see :func:`cnnlab.pool.session_pool`). Optional: a sweep starts the workers itself.
 
     Returns:
-        One future per worker process, done once that worker is ready; an empty list where
-        sweeps train in this process (one worker: on a GPU, or in a script).
+        One future per worker process, done once that worker is ready (its
+        :class:`~cnnlab.pool.WorkerState`); an empty list where sweeps train in this process
+        (one worker: on a GPU, or in a script).
     """
-    from cnnlab.data import DATASETS
-
     for name in datasets:
         if name not in DATASETS:
             raise ValueError(f"Unknown dataset: {name!r} (choose one of {', '.join(DATASETS)})")
@@ -349,20 +305,15 @@ def start_workers(*datasets: str, workers: int | None = None) -> list[Future[dic
         raise ValueError(f"Invalid workers value: {n_workers!r} (must be >= 1)")
     if n_workers == 1:
         return []
-    pool = _get_pool(n_workers, tuple(datasets))
-    return [pool.submit(_ready) for _ in range(n_workers)]  # a task each: all spawn now
+    return session_pool(n_workers, tuple(datasets)).start()
 
 
 def _run_parallel(
-    jobs: list[tuple[RunConfig, int]], todo: list[int], rows: list[Row | None], workers: int,
+    jobs: list[tuple[RunConfig, int]], todo: list[int], rows: list[Row | None], pool: WorkerPool,
     kwargs: dict[str, Any], bar: Any,
 ) -> list[int]:
-    """Run ``todo`` in worker processes, filling ``rows``; returns what is left undone (only
-    non-empty if the pool broke, e.g. a worker was killed)."""
-    from concurrent.futures import as_completed
-
-    global _POOL
-    pool = _get_pool(workers)
+    """Run ``todo`` in ``pool``'s worker processes, filling ``rows``; returns what is left
+    undone (only non-empty if the pool broke, e.g. a worker was killed)."""
     futures: dict[Future[Row], int] = {}
     try:
         for i in todo:
@@ -371,7 +322,7 @@ def _run_parallel(
             rows[futures[fut]] = fut.result()
             bar.update()
     except BrokenProcessPool:
-        _POOL = None  # start a fresh pool next time; finish this sweep in-process
+        pool.broken()  # start fresh processes next time; finish this sweep in-process
         return [i for i in todo if rows[i] is None]
     finally:
         for fut in futures:
