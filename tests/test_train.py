@@ -164,3 +164,50 @@ def test_fit_on_cuda(digits):
     model = small(digits, batch_norm=True).cuda()
     hist = fit(model, digits, epochs=2, lr=0.05)
     assert hist.test_acc > 0.85 and next(model.parameters()).is_cuda
+
+
+def test_train_epoch_is_the_hand_written_loop():
+    """One epoch of train_epoch equals the plain loop readers write, step for step."""
+    import copy
+
+    from cnnlab.train import History, hook_stages, train_epoch
+
+    torch.manual_seed(0)
+    x, y = torch.randn(50, 1, 8, 8), torch.randint(0, 10, (50,))
+    model = build_model((1, 8, 8), 10, seed=0, width=4)
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    history = History()
+    loss, acc = train_epoch(model, opt, x, y, batch_size=16, stages=hook_stages(()),
+                            gen=torch.Generator().manual_seed(3), history=history)
+    perm = torch.randperm(50, generator=torch.Generator().manual_seed(3))
+    total, hits = 0.0, 0
+    for i in range(0, 50, 16):
+        xb, yb = x[perm[i:i + 16]], y[perm[i:i + 16]]
+        out = ref(xb)
+        step_loss = torch.nn.functional.cross_entropy(out, yb)
+        ref_opt.zero_grad()
+        step_loss.backward()
+        ref_opt.step()
+        total += float(step_loss) * len(yb)
+        hits += int((out.argmax(1) == yb).sum())
+    assert history.steps == 4 and not history.diverged
+    assert loss == pytest.approx(total / 50, rel=1e-6) and acc == hits / 50
+    for a, b in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_train_epoch_stops_at_a_non_finite_loss():
+    from cnnlab.train import History, hook_stages, train_epoch
+
+    class Explode:
+        def extra_loss(self, model):
+            return torch.tensor(float("inf"))
+
+    model = build_model((1, 8, 8), 10, seed=0, width=4)
+    history = History()
+    train_epoch(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.randn(64, 1, 8, 8),
+                torch.randint(0, 10, (64,)), batch_size=8, gen=torch.Generator(),
+                stages=hook_stages([Explode()]), history=history)
+    assert history.diverged and history.steps == 1

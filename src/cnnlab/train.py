@@ -20,17 +20,28 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from cnnlab.data import Dataset
 
-__all__ = ["History", "Hook", "evaluate", "fit", "make_optimizer", "progress_enabled"]
+__all__ = [
+    "STAGES",
+    "History",
+    "Hook",
+    "evaluate",
+    "fit",
+    "hook_stages",
+    "make_optimizer",
+    "progress_enabled",
+    "train_epoch",
+]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -154,6 +165,70 @@ def _check_args(epochs: int, lr: float, batch_size: int, momentum: float, wd: fl
         raise ValueError(f"Invalid weight_decay value: {wd} (must be >= 0)")
 
 
+STAGES = ("on_fit_start", "transform_batch", "extra_loss", "after_backward", "after_step",
+          "on_epoch_end", "on_fit_end")  # the points of the loop where a Hook can act
+
+
+def hook_stages(hooks: Sequence[Hook]) -> dict[str, list[Callable[..., Any]]]:
+    """For each stage of :data:`STAGES`, the bound methods of the hooks that implement it, in
+    hook order (hooks may be duck-typed: any object with some of :class:`Hook`'s methods)."""
+    return {name: [getattr(h, name) for h in hooks if hasattr(h, name)] for name in STAGES}
+
+
+def train_epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    *,
+    batch_size: int,
+    gen: torch.Generator,
+    stages: dict[str, list[Callable[..., Any]]],
+    history: History,
+    check_every: int = 1,
+) -> tuple[float, float]:
+    """One pass over ``(x, y)`` in the order of a permutation drawn from ``gen``: per batch,
+    forward, cross-entropy (plus the hooks' extra losses), backward, step, with the hooks'
+    ``transform_batch``/``extra_loss``/``after_backward``/``after_step`` in between.
+
+    Counts the steps in ``history.steps`` and sets ``history.diverged`` (and stops) when the
+    summed loss is no longer finite (checked every ``check_every`` steps).
+
+    Returns:
+        ``(mean training loss, training accuracy)`` over the epoch, as trained (train mode).
+    """
+    model.train()
+    n, device = len(y), x.device
+    perm = torch.randperm(n, generator=gen).to(device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for step, i in enumerate(range(0, n, batch_size)):
+        idx = perm[i : i + batch_size]
+        xb, yb = x[idx], y[idx]
+        for call in stages["transform_batch"]:
+            xb, yb = call(xb, yb, gen)
+        out = model(xb)
+        loss = F.cross_entropy(out, yb)
+        for call in stages["extra_loss"]:
+            extra = call(model)
+            if extra is not None:
+                loss = loss + extra
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for call in stages["after_backward"]:
+            call(model)
+        opt.step()
+        for call in stages["after_step"]:
+            call(model)
+        history.steps += 1
+        loss_sum += loss.detach() * len(yb)
+        correct += (out.detach().argmax(1) == yb).sum()
+        if step % check_every == 0 and not bool(torch.isfinite(loss_sum)):
+            history.diverged = True
+            break
+    return float(loss_sum) / n, int(correct) / n  # one sync per epoch, not per step
+
+
 def fit(
     model: nn.Module,
     data: Dataset,
@@ -215,14 +290,8 @@ def fit(
         opt = optimizer
     history = History()
     gen = torch.Generator().manual_seed(seed)  # batch order and hook randomness, on the CPU
-    n = len(y_train)
     fork_devices = [device.index or 0] if device.type == "cuda" else []
-    from tqdm.auto import tqdm
-
-    # Bound methods of the hooks that implement each stage (hooks may be duck-typed).
-    stage = {name: [getattr(h, name) for h in hooks if hasattr(h, name)] for name in (
-        "on_fit_start", "transform_batch", "extra_loss", "after_backward", "after_step",
-        "on_epoch_end", "on_fit_end")}
+    stage = hook_stages(hooks)
     check_every = 1 if device.type == "cpu" else 25  # a NaN check syncs a GPU: do it less often
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)  # dropout masks etc., inside the forked (restored) RNG
@@ -231,41 +300,15 @@ def fit(
         bar = tqdm(range(epochs), desc="epochs", leave=False,
                    disable=not progress_enabled(progress))
         for _ in bar:
-            model.train()
             start = time.perf_counter()
-            perm = torch.randperm(n, generator=gen).to(device)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            for step, i in enumerate(range(0, n, batch_size)):
-                idx = perm[i : i + batch_size]
-                xb, yb = x_train[idx], y_train[idx]
-                for call in stage["transform_batch"]:
-                    xb, yb = call(xb, yb, gen)
-                out = model(xb)
-                loss = F.cross_entropy(out, yb)
-                for call in stage["extra_loss"]:
-                    extra = call(model)
-                    if extra is not None:
-                        loss = loss + extra
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for call in stage["after_backward"]:
-                    call(model)
-                opt.step()
-                for call in stage["after_step"]:
-                    call(model)
-                history.steps += 1
-                loss_sum += loss.detach() * len(yb)
-                correct += (out.detach().argmax(1) == yb).sum()
-                if step % check_every == 0 and not bool(torch.isfinite(loss_sum)):
-                    history.diverged = True
-                    break
-            train_loss = float(loss_sum) / n  # one sync per epoch, not per step
+            train_loss, train_acc = train_epoch(
+                model, opt, x_train, y_train, batch_size=batch_size, gen=gen, stages=stage,
+                history=history, check_every=check_every)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             history.epoch_time.append(time.perf_counter() - start)
             history.train_loss.append(train_loss)
-            history.train_acc.append(int(correct) / n)
+            history.train_acc.append(train_acc)
             if history.diverged or not math.isfinite(train_loss):
                 history.diverged = True
                 history.val_loss.append(float("nan"))
