@@ -74,7 +74,7 @@ def _nb_ids() -> list[str]:
 
 def test_every_chapter_is_a_myst_notebook_paired_with_an_ipynb() -> None:
     pages = {str(Path(d).with_suffix("")) for d in _toc_files()}
-    plain = {"book/intro", "book/outlook"}  # Markdown pages: nothing to execute
+    plain = {"book/intro", "book/outlook", "book/api"}  # Markdown pages: nothing to execute
     chapters = {str(md.relative_to(ROOT).with_suffix("")) for md in CHAPTERS}
     assert chapters == pages - plain, "every chapter but the plain pages is a MyST notebook"
     assert all(md.with_suffix(".ipynb").is_file() for md in CHAPTERS)
@@ -384,3 +384,13 @@ def test_the_workflow_reads_the_repository_url_from_the_config() -> None:
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "sync_chapters.py"), "--url"],
                          check=True, capture_output=True, text=True).stdout
     assert out.strip() == sync.repository_url()
+
+
+def test_the_api_reference_documents_every_module() -> None:
+    page = (ROOT / "book" / "api.md").read_text(encoding="utf8")
+    documented = set(re.findall(r"^\.\. automodule:: (cnnlab[\w.]*)$", page, re.M))
+    package = ROOT / "src" / "cnnlab"
+    modules = {"cnnlab." + ".".join(p.relative_to(package).with_suffix("").parts)
+               for p in package.rglob("*.py") if not p.name.startswith("_")}
+    assert modules - documented == set(), "modules missing from book/api.md"
+    assert documented <= modules, "book/api.md names modules that do not exist"

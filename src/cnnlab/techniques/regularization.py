@@ -187,8 +187,8 @@ def decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, 
         model: the model.
         weight_decay: decay coefficient for the weights, ``>= 0``.
     Returns:
-        ``[{"params": weights, "weight_decay": weight_decay},
-        {"params": others, "weight_decay": 0.0}]``, empty groups left out.
+        Two groups, ``{"params": weights, "weight_decay": weight_decay}`` and
+        ``{"params": others, "weight_decay": 0.0}``, empty groups left out.
     """
     if (
         isinstance(weight_decay, bool)
@@ -216,9 +216,10 @@ def weight_stats(
         include_bias: include biases and normalization parameters (as the penalties would).
         threshold: a weight with ``|w| < threshold`` counts as near zero.
     Returns:
-        ``{"l1": sum |w|, "l2": sum w^2 (the L2 penalty), "l2_norm": sqrt(sum w^2),
-        "abs_max": max |w|, "frac_near_zero": share of |w| < threshold, "count": number of
-        weights (an int)}``; all zeros when there are no weights.
+        A dict: ``l1`` (the sum of ``|w|``), ``l2`` (the sum of ``w^2``, the L2 penalty),
+        ``l2_norm`` (its square root), ``abs_max`` (the largest ``|w|``), ``frac_near_zero``
+        (the share of ``|w| < threshold``) and ``count`` (the number of weights, an int); all
+        zeros when there are no weights.
     """
     if not threshold > 0:
         raise ValueError(f"Invalid threshold: {threshold!r} (must be > 0)")
