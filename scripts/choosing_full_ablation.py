@@ -8,7 +8,8 @@ From the repository root (any machine; runs on a GPU when PyTorch sees one)::
         --out book/data/ablation_full.json
 
 Every (configuration, seed) is trained by ``cnnlab.experiments.run_cached`` (cached under
-CNNLAB_CACHE, so an interrupted run resumes) in ``--workers`` spawned processes; the output file
+CNNLAB_CACHE, so an interrupted run resumes) in a ``cnnlab.pool.WorkerPool`` of ``--workers``
+processes (one torch thread each); the output file
 is rewritten after each finished run, so a run stopped early leaves the finished rows behind.
 """
 
@@ -16,29 +17,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 import shlex
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
-
-import torch
 
 from cnnlab.data import load_dataset
 from cnnlab.evaluation import ablation_configs
 from cnnlab.experiments import RunConfig, run_cached
 from cnnlab.perf import hardware_summary
+from cnnlab.pool import WorkerPool
 
 # The same recipe as the page's small-data ablation, on all training images.
 BASE = RunConfig("fashion_mnist", train_size=None, width=8, epochs=12, lr=0.05, batch_size=64)
-
-
-def _init_worker() -> None:
-    torch.set_num_threads(1)
-    os.environ["CNNLAB_PROGRESS"] = "0"
 
 
 def _write(path: Path, payload: dict) -> None:
@@ -79,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     start = time.perf_counter()
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=_init_worker) as pool:
+    with WorkerPool(args.workers, (base.dataset,)) as pool:  # shut down on exit, even Ctrl-C
         futures = {pool.submit(run_cached, config, seed): (name, seed)
                    for name, config, seed in jobs}
         for fut in as_completed(futures):
