@@ -1,4 +1,5 @@
 import gzip
+import math
 import struct
 
 import numpy as np
@@ -7,8 +8,10 @@ import torch
 
 from cnnlab import data as D
 from cnnlab.data import (
+    BENCHMARK_README,
     DatasetUnavailableError,
     load_dataset,
+    published_benchmarks,
     read_idx,
     small_val_size,
     stratified_indices,
@@ -215,3 +218,44 @@ def test_small_val_size_per_dataset():
     assert small_val_size("digits") is None  # its default 10% (143 images)
     with pytest.raises(ValueError, match="Unknown dataset name: 'fashion'"):
         small_val_size("fashion")
+
+
+# ----------------------------------------------------------------------------- published results
+
+_README = """\
+# Fashion-MNIST
+## Benchmark
+| Classifier | Preprocessing | Fashion test accuracy | MNIST test accuracy | Submitter| Code |
+| --- | --- | --- | --- | --- |--- |
+|2 Conv+pooling | None | 0.876 | - | [Kashif Rasul](https://twitter.com/krasul) | [:link:](x) |
+|2 Conv <100K parameters | None | 0.925 | 0.992 |[@hardmaru](https://x.org/h) | [:link:](y)|
+
+### Other Explorations of Fashion-MNIST
+"""
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_published_benchmarks_parses_the_readme_table(tmp_path, gz: bool) -> None:
+    path = tmp_path / ("README.md.gz" if gz else "README.md")
+    data = _README.encode()
+    path.write_bytes(gzip.compress(data) if gz else data)
+    rows = published_benchmarks(path)
+    assert [r["classifier"] for r in rows] == ["2 Conv+pooling", "2 Conv <100K parameters"]
+    assert rows[0]["fashion_acc"] == 0.876 and math.isnan(rows[0]["mnist_acc"])
+    assert rows[1]["mnist_acc"] == 0.992
+    assert rows[0]["submitter"] == "Kashif Rasul" and rows[0]["preprocessing"] == "None"
+
+
+def test_published_benchmarks_without_a_table_or_file(tmp_path) -> None:
+    (tmp_path / "r.md").write_text("# no table here\n")
+    assert published_benchmarks(tmp_path / "r.md") == []
+    with pytest.raises(FileNotFoundError):
+        published_benchmarks(tmp_path / "missing.md")
+
+
+@pytest.mark.skipif(not BENCHMARK_README.exists(), reason="dataset-fashion-mnist not installed")
+def test_published_benchmarks_reads_the_debian_copy() -> None:
+    rows = published_benchmarks()
+    convs = [r for r in rows if "Conv" in r["classifier"]]
+    assert len(convs) >= 5
+    assert all(0.5 < r["fashion_acc"] < 1.0 for r in convs)

@@ -3,7 +3,6 @@ the published-benchmark reader."""
 
 from __future__ import annotations
 
-import gzip
 import math
 
 import pytest
@@ -13,7 +12,6 @@ from torch import nn
 from torch.testing import assert_close
 
 from cnnlab.evaluation import (
-    BENCHMARK_README,
     accuracy,
     compare_configs,
     confusion_matrix,
@@ -21,7 +19,6 @@ from cnnlab.evaluation import (
     per_class_precision,
     per_class_recall,
     predict,
-    published_benchmarks,
     stratified_k_fold,
 )
 from cnnlab.experiments import RunConfig
@@ -181,47 +178,6 @@ def test_compare_configs_validates_before_training(tmp_cache) -> None:
         compare_configs({}, 2)
 
 
-# ----------------------------------------------------------------------------- benchmarks
-
-_README = """\
-# Fashion-MNIST
-## Benchmark
-| Classifier | Preprocessing | Fashion test accuracy | MNIST test accuracy | Submitter| Code |
-| --- | --- | --- | --- | --- |--- |
-|2 Conv+pooling | None | 0.876 | - | [Kashif Rasul](https://twitter.com/krasul) | [:link:](x) |
-|2 Conv <100K parameters | None | 0.925 | 0.992 |[@hardmaru](https://x.org/h) | [:link:](y)|
-
-### Other Explorations of Fashion-MNIST
-"""
-
-
-@pytest.mark.parametrize("gz", [False, True])
-def test_published_benchmarks_parses_the_readme_table(tmp_path, gz: bool) -> None:
-    path = tmp_path / ("README.md.gz" if gz else "README.md")
-    data = _README.encode()
-    path.write_bytes(gzip.compress(data) if gz else data)
-    rows = published_benchmarks(path)
-    assert [r["classifier"] for r in rows] == ["2 Conv+pooling", "2 Conv <100K parameters"]
-    assert rows[0]["fashion_acc"] == 0.876 and math.isnan(rows[0]["mnist_acc"])
-    assert rows[1]["mnist_acc"] == 0.992
-    assert rows[0]["submitter"] == "Kashif Rasul" and rows[0]["preprocessing"] == "None"
-
-
-def test_published_benchmarks_without_a_table_or_file(tmp_path) -> None:
-    (tmp_path / "r.md").write_text("# no table here\n")
-    assert published_benchmarks(tmp_path / "r.md") == []
-    with pytest.raises(FileNotFoundError):
-        published_benchmarks(tmp_path / "missing.md")
-
-
-@pytest.mark.skipif(not BENCHMARK_README.exists(), reason="dataset-fashion-mnist not installed")
-def test_published_benchmarks_reads_the_debian_copy() -> None:
-    rows = published_benchmarks()
-    convs = [r for r in rows if "Conv" in r["classifier"]]
-    assert len(convs) >= 5
-    assert all(0.5 < r["fashion_acc"] < 1.0 for r in convs)
-
-
 def test_ablation_configs_adds_one_technique_at_a_time() -> None:
     from cnnlab.evaluation import ablation_configs
 
@@ -245,15 +201,6 @@ def test_ablation_configs_adds_one_technique_at_a_time() -> None:
 
 def _row(mean: float, low: float, high: float) -> dict:
     return {"test_acc": mean, "test_acc_low": low, "test_acc_high": high}
-
-
-def test_markdown_table() -> None:
-    from cnnlab.evaluation import markdown_table
-
-    table = markdown_table(["a", "b"], [[1, "x|y"], ["2", "line\nbreak"]])
-    assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | x\\|y |", "| 2 | line break |"]
-    with pytest.raises(ValueError, match="Invalid row"):
-        markdown_table(["a", "b"], [[1]])
 
 
 def test_compare_configs_needs_a_seed(tmp_path):

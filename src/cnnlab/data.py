@@ -23,22 +23,27 @@ from __future__ import annotations
 
 import functools
 import gzip
+import math
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = [
+    "BENCHMARK_README",
     "DATASETS",
     "Dataset",
     "DatasetUnavailableError",
     "available",
     "choose_dataset",
     "load_dataset",
+    "published_benchmarks",
     "read_idx",
     "small_val_size",
     "stratified_indices",
@@ -406,3 +411,59 @@ def load_dataset(
         mean=tuple(mean.flatten().tolist()),
         std=tuple(std.flatten().tolist()),
     )
+
+
+# Where Debian's package dataset-fashion-mnist puts the dataset authors' README (with the table).
+BENCHMARK_README = Path("/usr/share/doc/dataset-fashion-mnist/README.md.gz")
+
+# ----------------------------------------------------------------------------- published results
+
+_TABLE_HEADER = re.compile(r"^\|\s*Classifier\s*\|", re.IGNORECASE)
+
+
+def _parse_accuracy(text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        return math.nan
+
+
+def published_benchmarks(path: str | Path | None = None) -> list[dict[str, Any]]:
+    """The benchmark table of Fashion-MNIST's README: results that readers submitted.
+
+    The dataset authors' README (shipped gzipped by Debian's ``dataset-fashion-mnist`` as
+    ``/usr/share/doc/dataset-fashion-mnist/README.md.gz``) has a markdown table "Classifier |
+    Preprocessing | Fashion test accuracy | MNIST test accuracy | Submitter | Code"; the authors
+    note that they have not verified these numbers. (The package's ``benchmark/baselines.json``
+    is only the hyper-parameter grid of their scikit-learn benchmark, not results.)
+
+    Args:
+        path: the README (``.md`` or ``.md.gz``); default :data:`BENCHMARK_README`.
+    Returns:
+        One dict per table row: ``classifier``, ``preprocessing`` (strings),
+        ``fashion_acc``, ``mnist_acc`` (floats, NaN where the table has "-"), ``submitter``
+        (the link text). An empty list when the file has no such table.
+    Raises:
+        FileNotFoundError: the file does not exist.
+    """
+    path = Path(path) if path is not None else BENCHMARK_README
+    raw = path.read_bytes()
+    text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf8")
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if _TABLE_HEADER.match(line)), None)
+    if start is None:
+        return []
+    rows = []
+    for line in lines[start + 2 :]:  # skip the header and the |---| line
+        if not line.strip().startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 5:
+            continue
+        submitter = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", cells[4])  # [name](url) -> name
+        rows.append({
+            "classifier": cells[0], "preprocessing": cells[1],
+            "fashion_acc": _parse_accuracy(cells[2]), "mnist_acc": _parse_accuracy(cells[3]),
+            "submitter": submitter,
+        })
+    return rows

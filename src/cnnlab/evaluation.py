@@ -1,6 +1,5 @@
 """Evaluating a model honestly (article section 6.3): predictions, a confusion matrix, per-class
-recall, k-fold cross-validation, comparisons of named configurations over seeds, and the
-published Fashion-MNIST benchmark table.
+recall, k-fold cross-validation, and comparisons of named configurations over seeds.
 
 The article's answer to "how do I evaluate a model" is a list: accuracy and recall on a
 validation or test set, cross-validation, model size and training time. This module computes
@@ -12,45 +11,39 @@ each of them; what they mean (and why one run misleads) is the chapter's job.
   that keep the class shares and train one model per fold with :func:`~cnnlab.train.fit`.
 * :func:`compare_configs` runs named :class:`~cnnlab.experiments.RunConfig` s (an ablation) over
   seeds through the on-disk run cache and summarizes them as mean and 95% CI.
-* :func:`published_benchmarks` reads the table of submitted Fashion-MNIST results from the
-  dataset's README (Debian's ``dataset-fashion-mnist`` ships it).
 """
 
 from __future__ import annotations
 
-import gzip
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from cnnlab.data import Dataset
+from cnnlab.data import (  # noqa: F401 - until the chapters import them from cnnlab.data
+    BENCHMARK_README,
+    Dataset,
+    published_benchmarks,
+)
 from cnnlab.stats import ci_compare, ci_text  # noqa: F401 - until the chapters import cnnlab.stats
+from cnnlab.tables import markdown_table  # noqa: F401 - until the chapters import cnnlab.tables
 from cnnlab.train import History, fit
 
 __all__ = [
-    "BENCHMARK_README",
     "CrossValidation",
     "ablation_configs",
     "accuracy",
     "compare_configs",
     "confusion_matrix",
     "cross_validate",
-    "markdown_table",
     "per_class_precision",
     "per_class_recall",
     "predict",
-    "published_benchmarks",
     "stratified_k_fold",
 ]
-
-# Where Debian's package dataset-fashion-mnist puts the dataset authors' README (with the table).
-BENCHMARK_README = Path("/usr/share/doc/dataset-fashion-mnist/README.md.gz")
 
 Row = dict[str, Any]
 
@@ -304,71 +297,3 @@ def compare_configs(
     rows = [{**row, "name": name} for row, name in zip(done, names)]
     summary = summarize(rows, "name", tuple(metrics))
     return rows, summary
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table (``|`` in cells escaped); show it with ``IPython.display.Markdown``."""
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
-             "|" + "---|" * len(header)]
-    for row in rows:
-        if len(row) != len(header):
-            raise ValueError(
-                f"Invalid row {list(row)!r}: {len(row)} cells for {len(header)} columns")
-        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- benchmarks
-
-_TABLE_HEADER = re.compile(r"^\|\s*Classifier\s*\|", re.IGNORECASE)
-
-
-def _parse_accuracy(text: str) -> float:
-    try:
-        return float(text.strip())
-    except ValueError:
-        return math.nan
-
-
-def published_benchmarks(path: str | Path | None = None) -> list[Row]:
-    """The benchmark table of Fashion-MNIST's README: results that readers submitted.
-
-    The dataset authors' README (shipped gzipped by Debian's ``dataset-fashion-mnist`` as
-    ``/usr/share/doc/dataset-fashion-mnist/README.md.gz``) has a markdown table "Classifier |
-    Preprocessing | Fashion test accuracy | MNIST test accuracy | Submitter | Code"; the authors
-    note that they have not verified these numbers. (The package's ``benchmark/baselines.json``
-    is only the hyper-parameter grid of their scikit-learn benchmark, not results.)
-
-    Args:
-        path: the README (``.md`` or ``.md.gz``); default :data:`BENCHMARK_README`.
-    Returns:
-        One dict per table row: ``classifier``, ``preprocessing`` (strings),
-        ``fashion_acc``, ``mnist_acc`` (floats, NaN where the table has "-"), ``submitter``
-        (the link text). An empty list when the file has no such table.
-    Raises:
-        FileNotFoundError: the file does not exist.
-    """
-    path = Path(path) if path is not None else BENCHMARK_README
-    raw = path.read_bytes()
-    text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf8")
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if _TABLE_HEADER.match(line)), None)
-    if start is None:
-        return []
-    rows = []
-    for line in lines[start + 2 :]:  # skip the header and the |---| line
-        if not line.strip().startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) < 5:
-            continue
-        submitter = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", cells[4])  # [name](url) -> name
-        rows.append({
-            "classifier": cells[0], "preprocessing": cells[1],
-            "fashion_acc": _parse_accuracy(cells[2]), "mnist_acc": _parse_accuracy(cells[3]),
-            "submitter": submitter,
-        })
-    return rows
