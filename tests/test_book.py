@@ -394,3 +394,18 @@ def test_the_api_reference_documents_every_module() -> None:
                for p in package.rglob("*.py") if not p.name.startswith("_")}
     assert modules - documented == set(), "modules missing from book/api.md"
     assert documented <= modules, "book/api.md names modules that do not exist"
+
+
+def test_nothing_points_outside_the_repository() -> None:
+    """The README, CONTRIBUTING and the book are read in a clone: no path out of it."""
+    texts = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "book").glob("*.md")]
+    bad = [p.name for p in texts if re.search(r"\.\./shared|shared/GUIDE", p.read_text("utf8"))]
+    assert not bad, f"links outside the repository in {bad}"
+
+
+def test_the_landing_page_table_covers_every_chapter() -> None:
+    intro = (ROOT / "book" / "intro.md").read_text(encoding="utf8")
+    for md in CHAPTERS:
+        assert f"{{glue:text}}`{md.name}::runtime:s`" in intro, f"{md.name}: run time"
+        assert f"{{glue:text}}`{md.name}::headline:s`" in intro, f"{md.name}: headline"
+        assert f"{{ref}}`{md.stem}-headline`" in intro, f"{md.name}: link to its finding"
