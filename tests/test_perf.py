@@ -1,16 +1,21 @@
 import math
+import os
+import re
 import time
 
 import pytest
 import torch
 
+from cnnlab import perf
 from cnnlab.perf import (
     Peak,
     Timing,
     bf16_support,
+    cpu_flags,
     cpu_model,
     gflops,
     hardware_summary,
+    load_average,
     matmul_flops,
     matmul_gflops,
     measure_peak,
@@ -22,15 +27,85 @@ from cnnlab.perf import (
 )
 
 
-def test_hardware_summary_names_cpu_threads_and_torch():
+class FakeClock:
+    """A ``time.perf_counter`` that only moves when a test says so: timed functions advance it
+    by a cost the test chose (powers of two, so that every difference is exact)."""
+
+    def __init__(self, log=None):
+        self.now = 0.0
+        self.log = log
+
+    def __call__(self):
+        if self.log is not None:
+            self.log.append("clock")
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture()
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(time, "perf_counter", fake)
+    return fake
+
+
+def proc_cpuinfo(field):
+    """The first ``field: value`` of /proc/cpuinfo, read independently of cnnlab."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return None
+    m = re.search(rf"^{field}\s*:\s*(.*)$", text, flags=re.MULTILINE)
+    return m.group(1).strip() if m else None
+
+
+# ----------------------------------------------------------------------------- hardware
+
+
+def test_cpu_model_and_flags_are_read_from_proc_cpuinfo():
+    model = proc_cpuinfo("model name")
+    if model is None:
+        pytest.skip("no 'model name' in /proc/cpuinfo on this machine")
+    assert cpu_model() == model
+    flags = proc_cpuinfo("flags")
+    assert cpu_flags() == (set(flags.split()) if flags else set())
+
+
+def test_hardware_summary_names_cpu_cores_threads_and_torch():
     text = hardware_summary()
-    assert cpu_model() in text
+    model = proc_cpuinfo("model name")
+    if model is not None:
+        assert text.startswith(f"{model}, {os.cpu_count()} cores, ")
     assert f"{torch.get_num_threads()} torch threads" in text
-    assert torch.__version__.split("+")[0] in text
+    assert text.endswith(f"PyTorch {torch.__version__.split('+')[0]}")
     assert ("GPU " in text) == torch.cuda.is_available()
+    assert ("no GPU" in text) == (not torch.cuda.is_available())
+
+
+def test_hardware_summary_names_the_gpu_when_there_is_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake H100")
+    text = hardware_summary()
+    assert "; GPU Fake H100; " in text and "no GPU" not in text
+
+
+def test_load_average_is_the_first_figure_of_getloadavg(monkeypatch):
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.25, 7.0, 9.0))
+    assert load_average() == 1.25
+
+    def unavailable():
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(os, "getloadavg", unavailable)
+    assert load_average() is None
+    monkeypatch.delattr(os, "getloadavg")  # Windows has no getloadavg
+    assert load_average() is None
 
 
 # ----------------------------------------------------------------------------- timing
+
 
 def test_time_interleaved_calls_each_variant_in_rotating_rounds():
     calls = []
@@ -46,10 +121,41 @@ def test_time_interleaved_calls_each_variant_in_rotating_rounds():
     assert all(calls.count(n) == 1 + 3 * 2 for n in "abc")
 
 
+def test_time_interleaved_reports_each_functions_own_seconds_per_call(clock):
+    # Each function costs what the test says: 64 s on its warm-up call (which must not be
+    # counted), then a per-round cost, the same for each of the `number` calls of a round.
+    costs = {"a": [0.5, 0.25, 2.0], "b": [0.125, 0.125, 0.375], "c": [4.0, 1.0, 1.0]}
+    number = 4
+    done = {name: 0 for name in costs}
+
+    def make(name):
+        def call():
+            k = done[name]
+            done[name] += 1
+            clock.advance(64.0 if k == 0 else costs[name][(k - 1) // number])
+        return call
+
+    out = time_interleaved({n: make(n) for n in costs}, repeats=3, number=number, warmup=1)
+    for name, seq in costs.items():
+        assert out[name].name == name
+        assert out[name].times == tuple(seq)  # seconds per call, in the order run
+    assert out["a"].median == 0.5 and out["b"].median == 0.125 and out["c"].median == 1.0
+    assert out["a"].spread == (2.0 - 0.25) / 0.5
+
+
+def test_time_fn_is_time_interleaved_of_one_function(clock):
+    seq = iter([8.0, 0.5, 0.25, 0.75, 2.0])  # one warm-up, then four repeats
+
+    t = time_fn(lambda: clock.advance(next(seq)), repeats=4, warmup=1)
+    assert t.times == (0.5, 0.25, 0.75, 2.0)
+    assert t.median == 0.625  # the mean of the middle two, not of all four
+
+
 def test_timing_median_and_spread():
     t = Timing("x", (3.0, 1.0, 2.0, 10.0, 2.0))
     assert t.median == 2.0
     assert t.spread == pytest.approx((10.0 - 1.0) / 2.0)
+    assert Timing("zero", (0.0, 0.0)).spread == 0.0
 
 
 def test_time_fn_measures_sleep():
@@ -69,6 +175,33 @@ def test_time_interleaved_validates(kwargs, message):
         time_interleaved({})
 
 
+def test_synchronize_waits_for_cuda_devices_only(monkeypatch):
+    synced = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
+    for device in ("cpu", None, torch.device("cpu"), "meta"):
+        synchronize(device)
+    assert synced == []
+    synchronize("cuda")
+    synchronize(torch.device("cuda", 1))
+    assert synced == [torch.device("cuda"), torch.device("cuda", 1)]
+
+
+def test_time_interleaved_on_cuda_synchronizes_around_every_measurement(monkeypatch):
+    log = []
+    monkeypatch.setattr(time, "perf_counter", FakeClock(log))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append("sync"))
+    time_interleaved({"a": lambda: log.append("a"), "b": lambda: log.append("b")},
+                     repeats=2, warmup=0, device="cuda")
+    calls = [i for i, e in enumerate(log) if e in "ab"]
+    assert len(calls) == 4
+    for i in calls:  # queued kernels finished before the clock starts and before it stops
+        assert log[i - 2:i] == ["sync", "clock"] and log[i + 1:i + 3] == ["sync", "clock"]
+
+    log.clear()
+    time_interleaved({"a": lambda: log.append("a")}, repeats=2, warmup=0, device="cpu")
+    assert "sync" not in log
+
+
 def test_num_threads_sets_and_restores():
     before = torch.get_num_threads()
     with num_threads(1):
@@ -81,59 +214,131 @@ def test_num_threads_sets_and_restores():
             pass
 
 
+# ----------------------------------------------------------------------------- FLOP/s and peak
+
+
 def test_flop_arithmetic():
     assert matmul_flops(2, 3, 4) == 48
     assert gflops(2e9, 0.5) == 4.0
+    assert gflops(0, 1.0) == 0.0
     assert math.isnan(gflops(1.0, 0.0))
     with pytest.raises(ValueError, match="Invalid k value: 0"):
         matmul_flops(2, 0, 4)
+    with pytest.raises(ValueError, match="Invalid flops value"):
+        gflops(-1.0, 1.0)
 
 
-def test_matmul_gflops_is_positive():
+@pytest.mark.parametrize(("m", "k", "n"), [(2, 3, 4), (7, 1, 5), (16, 9, 33)])
+def test_matmul_flops_agree_with_torch_flop_counter(m, k, n):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        torch.mm(torch.zeros(m, k), torch.zeros(k, n))
+    assert matmul_flops(m, k, n) == counter.get_total_flops() == 2 * m * k * n
+
+
+def fake_matmuls(monkeypatch, clock, costs):
+    """Make ``torch.mm`` cost ``costs[i]`` seconds on its i-th call (and record its operands)."""
+    real_mm, calls = torch.mm, []
+
+    def mm(a, b):
+        calls.append((tuple(a.shape), tuple(b.shape), a.dtype, a.device.type))
+        clock.advance(costs[len(calls) - 1])
+        return real_mm(a, b)
+
+    monkeypatch.setattr(torch, "mm", mm)
+    return calls
+
+
+def test_matmul_gflops_is_two_n_cubed_over_the_median_time(monkeypatch, clock):
+    # two warm-up calls (slow, not counted), then three repeats of 1, 4 and 2 s: median 2 s
+    calls = fake_matmuls(monkeypatch, clock, [100.0, 100.0, 1.0, 4.0, 2.0])
+    value = matmul_gflops(48, repeats=3, dtype=torch.float64)
+    assert value == pytest.approx(2 * 48 ** 3 / 2.0 / 1e9, rel=1e-12)
+    assert calls == [((48, 48), (48, 48), torch.float64, "cpu")] * 5
+
+
+def test_matmul_gflops_is_in_a_plausible_range_for_a_real_product():
     with num_threads(1):
-        assert matmul_gflops(64, repeats=2) > 0
+        value = matmul_gflops(64, repeats=2)
+    assert 0.01 < value < 1e4  # a 2 GHz core does ~1-100 fp32 GFLOP/s; far outside is a bug
 
 
 def test_peak_is_the_larger_of_matmul_and_best_conv():
     p = Peak(matmul_gflops=50.0, conv_gflops=80.0, conv_name="cl", threads=1, device="cpu")
     assert p.gflops == 80.0 and p.source == "cl" and p.fraction(40.0) == 0.5
+    m = Peak(matmul_gflops=80.0, conv_gflops=50.0, conv_name="cl", threads=1, device="cpu")
+    assert m.gflops == 80.0 and m.source == "matmul" and m.fraction(20.0) == 0.25
+    zero = Peak(matmul_gflops=0.0, conv_gflops=0.0, conv_name="none", threads=1, device="cpu")
+    assert math.isnan(zero.fraction(1.0))
+
+
+def test_measure_peak_uses_the_measured_matmul_and_the_best_conv(monkeypatch, clock):
+    # each measurement: 2 warm-ups, then 2 repeats of 0.5 s each: 2 * 32^3 / 0.5 s / 1e9
+    fake_matmuls(monkeypatch, clock, [9.0, 9.0, 0.5, 0.5] * 3)
+    expected_mm = 2 * 32 ** 3 / 0.5 / 1e9
     with num_threads(1):
-        q = measure_peak({"slow": 1e-6, "fast": 2e-6}, matmul_size=64, repeats=2)
-    assert q.source == "matmul" and q.gflops == q.matmul_gflops and q.conv_name == "fast"
+        q = measure_peak({"slow": 1e-6, "fast": 2e-6}, matmul_size=32, repeats=2)
+    assert q.matmul_gflops == pytest.approx(expected_mm, rel=1e-12)
+    assert (q.conv_name, q.conv_gflops, q.source) == ("fast", 2e-6, "matmul")
+    assert q.gflops == q.matmul_gflops and q.threads == 1 and q.device == "cpu"
     with num_threads(1):
-        r = measure_peak({"huge": 1e9}, matmul_size=64, repeats=2)
-    assert r.source == "huge" and r.fraction(1e9) == 1.0
-
-
-def test_bf16_support_gives_a_reason_either_way():
-    ok, reason = bf16_support("cpu")
-    assert isinstance(ok, bool) and len(reason) > 10
-    if not torch.cuda.is_available():
-        ok_cuda, why = bf16_support("cuda")
-        assert not ok_cuda and "bf16" in why
-
-
-def test_synchronize_on_cpu_is_a_no_op():
-    synchronize("cpu")
-    synchronize(None)
+        r = measure_peak({"huge": 1e9, "small": 1.0}, matmul_size=32, repeats=2)
+    assert r.source == "huge" and r.gflops == 1e9 and r.fraction(5e8) == 0.5
+    none = measure_peak({}, matmul_size=8, repeats=1)
+    assert (none.conv_name, none.conv_gflops, none.source) == ("none", 0.0, "matmul")
 
 
 def test_model_flops_counts_convolutions_and_matmuls():
     from cnnlab.models import SmallCNN
-    from cnnlab.techniques import conv2d_flops
+
+    def conv(c_in, c_out, k, h, w, groups=1, batch=2):  # 2 N C_out H W (C_in / g) k^2
+        return 2 * batch * c_out * h * w * (c_in // groups) * k * k
 
     m = SmallCNN(1, 10, input_size=8, width=4, hidden=16, separable=True)
     m.train()
-    expected = (conv2d_flops(1, 4, 3, 8, 8, batch=2)  # conv1
-                + conv2d_flops(4, 4, 3, 4, 4, groups=4, batch=2)  # depthwise
-                + conv2d_flops(4, 8, 1, 4, 4, batch=2)  # pointwise
+    expected = (conv(1, 4, 3, 8, 8)  # conv1
+                + conv(4, 4, 3, 4, 4, groups=4)  # depthwise
+                + conv(4, 8, 1, 4, 4)  # pointwise
                 + 2 * 2 * (8 * 2 * 2) * 16 + 2 * 2 * 16 * 10)  # fc1, fc2
     assert model_flops(m, torch.zeros(2, 1, 8, 8)) == expected
     assert m.training
+    m.eval()
+    model_flops(m, torch.zeros(1, 1, 8, 8))
+    assert not m.training  # the mode is restored, whichever it was
 
 
-def test_load_average_is_a_number_or_none():
-    from cnnlab.perf import load_average
+# ----------------------------------------------------------------------------- capabilities
 
-    value = load_average()
-    assert value is None or value >= 0.0
+
+def test_bf16_support_on_the_cpu_follows_its_flags(monkeypatch):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setattr(perf, "cpu_flags", lambda: {"sse2", "avx512_bf16", "amx_bf16"})
+    ok, reason = bf16_support("cpu")
+    assert ok and "(amx_bf16, avx512_bf16)" in reason
+    monkeypatch.setattr(perf, "cpu_flags", lambda: {"sse2", "avx2", "avx512f"})
+    ok, reason = bf16_support("cpu")
+    assert not ok and "neither AMX nor AVX-512 BF16" in reason and "emulated" in reason
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    monkeypatch.setattr(perf, "cpu_flags", lambda: {"amx_bf16"})
+    ok, reason = bf16_support("cpu")
+    assert not ok and "no oneDNN" in reason
+
+
+def test_bf16_support_on_this_cpu_matches_proc_cpuinfo():
+    flags = set((proc_cpuinfo("flags") or "").split())
+    expected = torch.backends.mkldnn.is_available() and bool(flags & {"amx_bf16", "avx512_bf16"})
+    assert bf16_support("cpu")[0] == expected
+
+
+def test_bf16_support_on_cuda_asks_the_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake A100")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert bf16_support("cuda") == (True, "Fake A100 supports bf16")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    ok, reason = bf16_support("cuda")
+    assert not ok and "compute capability 8.0" in reason
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ok, reason = bf16_support(torch.device("cuda"))
+    assert not ok and "bf16" in reason

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 import uuid
 from collections.abc import Mapping, Sequence
@@ -276,7 +277,7 @@ def slider_html(
         f'src="{s}" style="width:100%;height:auto;display:{"block" if i == start else "none"}">'
         for i, (c, s) in enumerate(zip(captions, srcs))
     )
-    caps = html.escape(repr(captions).replace("'", '"'))
+    caps = html.escape(json.dumps(captions))
     return (
         f'<div class="cnnlab-slider" id="{uid}" data-captions="{caps}">'
         f'<label style="font-family:sans-serif;font-size:0.9em">{html.escape(label)}: '
