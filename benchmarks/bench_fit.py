@@ -37,9 +37,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data import Dataset as TorchDataset
 
 from cnnlab.data import available, load_dataset
-from cnnlab.experiments import confidence_interval
 from cnnlab.models import build_model
 from cnnlab.perf import hardware_summary
+from cnnlab.stats import confidence_interval
 from cnnlab.train import fit
 
 

@@ -25,9 +25,10 @@ import time
 from concurrent.futures import as_completed
 from pathlib import Path
 
+from cnnlab.config import RunConfig
 from cnnlab.data import load_dataset
 from cnnlab.evaluation import ablation_configs
-from cnnlab.experiments import RunConfig, run_cached
+from cnnlab.experiments import run_cached
 from cnnlab.perf import hardware_summary
 from cnnlab.pool import WorkerPool
 

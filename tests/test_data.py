@@ -13,7 +13,6 @@ from cnnlab.data import (
     load_dataset,
     published_benchmarks,
     read_idx,
-    small_val_size,
     stratified_indices,
 )
 
@@ -185,8 +184,11 @@ def test_real_fashion_mnist():
 def test_available_and_choose_dataset(tmp_path, monkeypatch, no_local_mnist):
     monkeypatch.setenv("CNNLAB_OFFLINE", "1")
     assert D.available("digits") and not D.available("mnist")
-    name, note = D.choose_dataset("mnist")
-    assert name == "digits" and "'mnist' is not on this machine" in note
+    name, why = D.choose_dataset("mnist")
+    assert name == "digits" and "mnist" in why and "CNNLAB_OFFLINE" in why
+    with pytest.raises(D.DatasetUnavailableError) as raised:
+        D.load_dataset("mnist")
+    assert str(raised.value) == why  # the reason is what loading it would say
     fake_mnist_dir(tmp_path / "m")
     monkeypatch.setenv("CNNLAB_MNIST_DIR", str(tmp_path / "m"))
     assert D.choose_dataset("mnist") == ("mnist", "")
@@ -209,15 +211,8 @@ def test_choose_dataset_falls_back_when_the_download_fails(tmp_path, monkeypatch
         raise OSError("Network is unreachable")
 
     monkeypatch.setattr(D, "_torchvision_download", no_network)
-    name, note = D.choose_dataset("mnist")
-    assert name == "digits" and "Network is unreachable" in note
-
-
-def test_small_val_size_per_dataset():
-    assert small_val_size("fashion_mnist") == 500 and small_val_size("cifar10") == 500
-    assert small_val_size("digits") is None  # its default 10% (143 images)
-    with pytest.raises(ValueError, match="Unknown dataset name: 'fashion'"):
-        small_val_size("fashion")
+    name, why = D.choose_dataset("mnist")
+    assert name == "digits" and "Network is unreachable" in why and "page" not in why
 
 
 # ----------------------------------------------------------------------------- published results

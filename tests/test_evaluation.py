@@ -11,6 +11,7 @@ from sklearn import metrics as skm
 from torch import nn
 from torch.testing import assert_close
 
+from cnnlab.config import RunConfig
 from cnnlab.evaluation import (
     accuracy,
     compare_configs,
@@ -21,7 +22,6 @@ from cnnlab.evaluation import (
     predict,
     stratified_k_fold,
 )
-from cnnlab.experiments import RunConfig
 from cnnlab.models import build_model
 
 CALLS: list[tuple[float, int]] = []

@@ -4,9 +4,9 @@ import os
 import pytest
 import torch
 
+from cnnlab.cache import cache_key
+from cnnlab.config import RunConfig
 from cnnlab.experiments import (
-    RunConfig,
-    cache_key,
     load_for,
     run,
     run_cached,

@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cnnlab.cache import cache_key
 from cnnlab.cli import build_parser
-from cnnlab.experiments import RunConfig, cache_key, hooks_for, run
+from cnnlab.config import RunConfig
+from cnnlab.experiments import hooks_for, run
 from cnnlab.techniques.overfitting import Augmentation, EarlyStopping
 
 

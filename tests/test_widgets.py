@@ -1,6 +1,6 @@
 import pytest
 
-from cnnlab.experiments import RunConfig
+from cnnlab.config import RunConfig
 from cnnlab.widgets import PanelState, describe, sweep_panel
 
 from .test_experiments import CALLS, fake_runner

@@ -20,8 +20,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from cnnlab.config import RunConfig
 from cnnlab.data import DATASETS
-from cnnlab.experiments import RunConfig
 
 __all__ = ["build_parser", "main", "parse_value"]
 

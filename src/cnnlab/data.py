@@ -45,7 +45,6 @@ __all__ = [
     "load_dataset",
     "published_benchmarks",
     "read_idx",
-    "small_val_size",
     "stratified_indices",
 ]
 
@@ -265,18 +264,6 @@ def _raw_cifar10() -> tuple[np.ndarray, ...]:
     return (train.data, np.asarray(train.targets), test.data, np.asarray(test.targets))
 
 
-SMALL_VAL_SIZE = 500  # validation images held out in the small-data regime
-
-
-def small_val_size(name: str) -> int | None:
-    """The validation hold-out the chapters use with a small training subset: 500 images where
-    the training files hold thousands (validation is scored after every epoch of every run, so
-    its size is paid for many times), ``None`` (the default 10%) for digits' 1,438 images."""
-    if name not in DATASETS:
-        raise ValueError(f"Unknown dataset name: {name!r} (choose one of {', '.join(DATASETS)})")
-    return None if name == "digits" else SMALL_VAL_SIZE
-
-
 def available(name: str) -> bool:
     """Whether ``name`` can be loaded without downloading anything."""
     if name not in DATASETS:
@@ -289,11 +276,12 @@ def available(name: str) -> bool:
 
 
 def choose_dataset(preferred: str = "fashion_mnist", fallback: str = "digits") -> tuple[str, str]:
-    """Pick the dataset a page runs on.
+    """Pick the dataset to run on: ``preferred`` where it can be had, else ``fallback``.
 
     Returns ``(preferred, "")`` when it is on disk, or when it can be downloaded now (online, e.g.
-    in Colab, and ``CNNLAB_OFFLINE`` is not set). Otherwise ``(fallback, note)``, with a note for
-    the reader saying why the numbers come from ``fallback`` and how to get ``preferred``.
+    in Colab, and ``CNNLAB_OFFLINE`` is not set). Otherwise ``(fallback, why)``: ``why`` says
+    why ``preferred`` could not be had and how to get it (the text of the
+    :class:`DatasetUnavailableError` that loading it would raise).
     """
     if available(preferred):
         return preferred, ""
@@ -305,11 +293,7 @@ def choose_dataset(preferred: str = "fashion_mnist", fallback: str = "digits") -
             reason = exc.__cause__ or exc
         if available(preferred):
             return preferred, ""
-    return fallback, (
-        f"Note: {preferred!r} is not on this machine, so this page runs on {fallback!r} "
-        f"instead; its numbers differ from the published ones. "
-        f"{_offline_error(preferred, reason)}"
-    )
+    return fallback, str(_offline_error(preferred, reason))
 
 
 # ----------------------------------------------------------------------------- assembly

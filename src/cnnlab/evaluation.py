@@ -23,13 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cnnlab.data import (  # noqa: F401 - until the chapters import them from cnnlab.data
-    BENCHMARK_README,
-    Dataset,
-    published_benchmarks,
-)
-from cnnlab.stats import ci_compare, ci_text  # noqa: F401 - until the chapters import cnnlab.stats
-from cnnlab.tables import markdown_table  # noqa: F401 - until the chapters import cnnlab.tables
+from cnnlab.data import Dataset
+from cnnlab.experiments import run_jobs, seeds_of
+from cnnlab.stats import confidence_interval, summarize
 from cnnlab.train import History, fit
 
 __all__ = [
@@ -209,8 +205,6 @@ def cross_validate(
     Returns:
         A :class:`CrossValidation` with the k fold accuracies and their mean and 95% CI.
     """
-    from cnnlab.experiments import confidence_interval
-
     x, y = data.train
     folds = stratified_k_fold(y, k, torch.Generator().manual_seed(seed))
     accs, histories = [], []
@@ -286,8 +280,6 @@ def compare_configs(
         order of ``configs``) ``n``, ``n_diverged`` and each metric's mean, ``_low`` and
         ``_high``.
     """
-    from cnnlab.experiments import run_jobs, seeds_of, summarize
-
     if not configs:
         raise ValueError("Invalid configs: need at least one named configuration")
     seed_list = seeds_of(seeds)

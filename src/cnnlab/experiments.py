@@ -21,32 +21,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from cnnlab.cache import (  # noqa: F401 - CACHE_VERSION, cache_key: until the chapters import
-    CACHE_VERSION,  # them from cnnlab.cache
-    cache_dir,
-    cache_key,
-    cache_path,
-    device_kind,
-    read_row,
-    write_row,
-)
+from cnnlab.cache import cache_dir, cache_path, device_kind, read_row, write_row
 from cnnlab.config import Row, RunConfig, Runner
 from cnnlab.data import DATASETS, Dataset, load_dataset
 from cnnlab.models import build_model
 from cnnlab.pool import WorkerPool, WorkerState, session_pool
-from cnnlab.stats import (  # noqa: F401 - confidence_interval, paired_difference, verdict: until
-    confidence_interval,  # the chapters import them from cnnlab.stats (their one home)
-    hashable,
-    paired_difference,
-    summarize,
-    verdict,
-)
+from cnnlab.stats import summarize
 from cnnlab.techniques import L1, L2, GradientClipping, WeightClipping, weight_stats
 from cnnlab.techniques.overfitting import Augmentation, EarlyStopping
 from cnnlab.train import Hook, fit, progress_enabled
 
 __all__ = [
-    "RunConfig",
     "SweepResult",
     "default_workers",
     "hooks_for",

@@ -138,10 +138,17 @@ def ci_compare(a: Row, b: Row, metric: str = "test_acc") -> int:
     return 0
 
 
-def ci_text(row: Row, metric: str = "test_acc", *, percent: bool = True, digits: int = 1) -> str:
-    """``"89.1% (88.8-89.5%)"``: a summary row's mean of ``metric`` and its 95% CI."""
-    if percent:
-        return (f"{100 * row[metric]:.{digits}f}% ({100 * row[f'{metric}_low']:.{digits}f}"
-                f"\u2013{100 * row[f'{metric}_high']:.{digits}f}%)")
-    return (f"{row[metric]:.{digits}f} ({row[f'{metric}_low']:.{digits}f}"
-            f"\u2013{row[f'{metric}_high']:.{digits}f})")
+def ci_text(row: Row, metric: str = "test_acc", *, percent: bool = True, digits: int = 1,
+            label: str = "", sep: str = "\u2013", unit_each: bool = False) -> str:
+    """A summary row's mean of ``metric`` and its 95% CI as text.
+
+    The default is ``"89.1% (88.8\u201389.5%)"``; ``label`` goes before the interval and ``sep``
+    between its ends, and ``unit_each`` writes the unit on both ends:
+    ``ci_text(row, label="95% CI ", sep=" to ", unit_each=True)`` gives
+    ``"89.1% (95% CI 88.8% to 89.5%)"``. ``percent=False`` writes plain numbers.
+    """
+    scale, unit = (100, "%") if percent else (1, "")
+    mean, low, high = (scale * row[k] for k in (metric, f"{metric}_low", f"{metric}_high"))
+    first = unit if unit_each else ""
+    return (f"{mean:.{digits}f}{unit} ({label}{low:.{digits}f}{first}{sep}"
+            f"{high:.{digits}f}{unit})")

@@ -135,11 +135,16 @@ def make_optimizer(
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 256
+    model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 256, keep_mode: bool = False
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` in eval mode (restores the previous mode)."""
+    """Mean cross-entropy and accuracy of ``model`` in eval mode (restores the previous mode).
+
+    ``keep_mode=True`` evaluates in whatever mode the model is in instead: in train mode that
+    shows what forgetting ``model.eval()`` does (dropout stays on, batch norm uses each batch's
+    statistics and updates its running ones)."""
     was_training = model.training
-    model.eval()
+    if not keep_mode:
+        model.eval()
     device = next(model.parameters()).device
     total_loss, correct = 0.0, 0
     for i in range(0, len(y), batch_size):

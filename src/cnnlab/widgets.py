@@ -14,8 +14,10 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from cnnlab.experiments import RunConfig, Runner, SweepResult, run, summarize, sweep
+from cnnlab.config import RunConfig, Runner
+from cnnlab.experiments import SweepResult, run, sweep
 from cnnlab.plots import plot_sweep, value_label
+from cnnlab.stats import summarize
 
 __all__ = ["PanelState", "describe", "sweep_panel"]
 
