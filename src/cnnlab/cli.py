@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_bench_parser(sub: Any) -> None:
+    # Imports inside the commands keep `python -m cnnlab --help` fast (no PyTorch for the help).
     from cnnlab.bench import PARTS, BenchConfig
 
     d = BenchConfig()

@@ -162,7 +162,9 @@ def stratified_indices(labels: Tensor, size: int, generator: torch.Generator) ->
 
 @functools.lru_cache(maxsize=1)
 def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import (
+        load_digits,  # here, not at the top: scikit-learn takes ~1 s to import
+    )
 
     bunch = load_digits()
     return bunch.images.astype(np.float32), bunch.target.astype(np.int64)  # (1797, 8, 8), 0..16
@@ -215,7 +217,7 @@ def _download_allowed() -> bool:
 
 def _torchvision_download(name: str) -> None:
     """Let torchvision fetch ``name`` into the data home (only called when no local copy exists)."""
-    from torchvision import datasets
+    from torchvision import datasets  # only on this rare path (a download): importing it is slow
 
     cls = {"fashion_mnist": datasets.FashionMNIST, "mnist": datasets.MNIST,
            "cifar10": datasets.CIFAR10}[name]
@@ -251,7 +253,7 @@ def _raw_mnist_like(name: str) -> tuple[np.ndarray, ...]:
 
 
 def _raw_cifar10() -> tuple[np.ndarray, ...]:
-    from torchvision import datasets
+    from torchvision import datasets  # only for CIFAR-10 (its pickled batches): slow to import
 
     root = _data_home()
     try:

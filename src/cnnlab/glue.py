@@ -15,6 +15,8 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
+from IPython.display import display as show
+
 __all__ = ["glue", "glue_values", "gluing"]
 
 
@@ -36,8 +38,6 @@ def glue(name: str, value: Any, display: bool = True) -> None:
     if gluing():
         importlib.import_module("myst_nb").glue(name, value, display=display)
     elif display:
-        from IPython.display import display as show
-
         show(value)
 
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = [
     "Peak",
@@ -286,8 +287,6 @@ def model_flops(model: torch.nn.Module, example: torch.Tensor) -> int:
     Returns:
         The FLOP count.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     was_training = model.training
     model.eval()
     try:

@@ -163,6 +163,7 @@ def random_affine(
     Returns:
         A new tensor of ``x``'s shape, dtype and device.
     """
+    # torchvision's transforms take ~0.5 s to import: only the runs that augment pay for them.
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.v2 import functional as TF
 
