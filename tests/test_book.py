@@ -409,3 +409,22 @@ def test_the_landing_page_table_covers_every_chapter() -> None:
         assert f"{{glue:text}}`{md.name}::runtime:s`" in intro, f"{md.name}: run time"
         assert f"{{glue:text}}`{md.name}::headline:s`" in intro, f"{md.name}: headline"
         assert f"{{ref}}`{md.stem}-headline`" in intro, f"{md.name}: link to its finding"
+
+
+def test_the_landing_page_is_reread_whenever_a_chapter_is() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "cnnlab_cross_glue", ROOT / "scripts" / "sphinx_ext" / "cnnlab_cross_glue.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    assert CONFIG["sphinx"]["config"]["cnnlab_cross_glue_pages"] == ["book/intro"]
+    assert "cnnlab_cross_glue" in CONFIG["sphinx"]["local_extensions"]
+
+    class App:  # the two attributes the handler reads
+        class config:
+            cnnlab_cross_glue_pages = ["book/intro", "book/gone"]
+
+    class Env:
+        found_docs = {"book/intro", "book/dropout"}
+
+    assert ext.outdated_pages(App, Env, set(), {"book/dropout"}, set()) == ["book/intro"]
+    assert ext.outdated_pages(App, Env, set(), set(), set()) == []  # nothing read: no rebuild
