@@ -365,7 +365,7 @@ def test_a_part_that_fails_is_recorded_as_skipped(monkeypatch):
     def broken(cfg):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(bench, "bench_separable", broken)
+    monkeypatch.setattr(bench.run, "bench_separable", broken)  # what run_bench calls
     res = run_bench(TINY, parts=["separable"])
     assert res["separable"]["skipped"] == "RuntimeError: boom"
     assert "[separable] skipped: RuntimeError: boom" in format_table(res)

@@ -190,7 +190,7 @@ def test_train_epoch_is_the_hand_written_loop():
         ref_opt.zero_grad()
         step_loss.backward()
         ref_opt.step()
-        total += float(step_loss) * len(yb)
+        total += float(step_loss.detach()) * len(yb)
         hits += int((out.argmax(1) == yb).sum())
     assert history.steps == 4 and not history.diverged
     assert loss == pytest.approx(total / 50, rel=1e-6) and acc == hits / 50

@@ -1,0 +1,104 @@
+"""The benchmark runner behind ``python -m cnnlab bench`` and the convolution chapter's tables.
+
+Every figure is a median of interleaved repeats (:func:`cnnlab.perf.time_interleaved`): the
+variants compared in one table are timed round-robin in the same run, so background load slows
+them alike and the ratios stay meaningful on a shared machine. Parts:
+
+* ``conv``: one convolution as im2col + matmul (:func:`cnnlab.techniques.conv2d`) and as
+  ``F.conv2d`` in the default (NCHW) and channels_last (NHWC) layouts: time, GFLOP/s, ratios,
+  and the im2col matrix's size against the input's.
+* ``naive``: the same three plus the explicit loops of :func:`~cnnlab.techniques.conv2d_naive`
+  on a tiny input.
+* ``peak``: the measured peak (the larger of a big fp32 matrix product and the best convolution)
+  and the fraction of it each ``F.conv2d`` layout reaches.
+* ``separable``: a standard convolution against a depthwise-separable one with the same input and
+  output: parameters, FLOPs and time (the FLOP ratio and the time ratio differ).
+* ``step``: a full SmallCNN training step (forward, backward, SGD) in fp32 NCHW, fp32
+  channels_last, bf16 autocast (where the hardware has bf16) and ``torch.compile``.
+* ``threads``: the same step with 1 and 2 intra-op threads.
+* ``ddp``: 1 process vs N data-parallel processes of 1 thread each (torchrun, gloo/NCCL), through
+  :mod:`cnnlab.parallel`.
+
+The module also holds the runners of the chapter's multi-seed comparisons (one-layer conv vs
+dense, depthwise-separable SmallCNN, NCHW and bf16 training), usable as ``runner=`` of
+:func:`cnnlab.experiments.sweep`.
+
+The package: :mod:`~cnnlab.bench.core` (configuration), :mod:`~cnnlab.bench.conv`,
+:mod:`~cnnlab.bench.step`, :mod:`~cnnlab.bench.ddp` (the parts), :mod:`~cnnlab.bench.run`
+(the whole run, JSON), :mod:`~cnnlab.bench.report` (tables, goals) and
+:mod:`~cnnlab.bench.runners` (the chapter's runners); the names below are re-exported here.
+"""
+
+from cnnlab.bench.conv import (
+    CONV_CL,
+    CONV_IM2COL,
+    CONV_NAIVE,
+    CONV_NCHW,
+    bench_conv,
+    bench_naive,
+    bench_peak,
+    bench_separable,
+)
+from cnnlab.bench.core import BenchConfig
+from cnnlab.bench.ddp import bench_ddp
+from cnnlab.bench.report import format_part, format_table, goals
+from cnnlab.bench.run import PARTS, load_results, run_bench, save_results, tf32
+from cnnlab.bench.runners import (
+    conv_layer_model,
+    dense_layer_model,
+    layer_costs,
+    run_bf16,
+    run_conv_layer,
+    run_dense_layer,
+    run_nchw,
+    run_separable,
+    shift_image,
+    translation_error,
+)
+from cnnlab.bench.step import (
+    STEP_BF16,
+    STEP_CL,
+    STEP_COMPILE,
+    STEP_NCHW,
+    Autocast,
+    bench_threads,
+    bench_train_step,
+)
+
+__all__ = [
+    "CONV_CL",
+    "CONV_IM2COL",
+    "CONV_NAIVE",
+    "CONV_NCHW",
+    "PARTS",
+    "STEP_BF16",
+    "STEP_CL",
+    "STEP_COMPILE",
+    "STEP_NCHW",
+    "Autocast",
+    "BenchConfig",
+    "bench_conv",
+    "bench_ddp",
+    "bench_naive",
+    "bench_peak",
+    "bench_separable",
+    "bench_threads",
+    "bench_train_step",
+    "conv_layer_model",
+    "dense_layer_model",
+    "format_part",
+    "format_table",
+    "goals",
+    "layer_costs",
+    "load_results",
+    "run_bench",
+    "run_bf16",
+    "run_conv_layer",
+    "run_dense_layer",
+    "run_nchw",
+    "run_separable",
+    "save_results",
+    "shift_image",
+    "tf32",
+    "translation_error",
+]
