@@ -162,9 +162,8 @@ def stratified_indices(labels: Tensor, size: int, generator: torch.Generator) ->
 
 @functools.lru_cache(maxsize=1)
 def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import (
-        load_digits,  # here, not at the top: scikit-learn takes ~1 s to import
-    )
+    # Imported here, not at the top: scikit-learn takes ~1 s to import.
+    from sklearn.datasets import load_digits
 
     bunch = load_digits()
     return bunch.images.astype(np.float32), bunch.target.astype(np.int64)  # (1797, 8, 8), 0..16

@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 
 from cnnlab.cache import cache_dir, cache_path, device_kind, read_row, write_row
 from cnnlab.config import Row, RunConfig, Runner
-from cnnlab.data import DATASETS, Dataset, load_dataset
+from cnnlab.data import Dataset, load_dataset
 from cnnlab.models import build_model
-from cnnlab.pool import WorkerPool, WorkerState, session_pool
+from cnnlab.pool import WorkerPool, WorkerState, check_pool_args, session_pool
 from cnnlab.stats import summarize
 from cnnlab.techniques import L1, L2, GradientClipping, WeightClipping, weight_stats
 from cnnlab.techniques.overfitting import Augmentation, EarlyStopping
@@ -282,12 +282,8 @@ def start_workers(*datasets: str, workers: int | None = None) -> list[Future[Wor
         :class:`~cnnlab.pool.WorkerState`); an empty list where sweeps train in this process
         (one worker: on a GPU, or in a script).
     """
-    for name in datasets:
-        if name not in DATASETS:
-            raise ValueError(f"Unknown dataset: {name!r} (choose one of {', '.join(DATASETS)})")
     n_workers = default_workers() if workers is None else workers
-    if n_workers < 1:
-        raise ValueError(f"Invalid workers value: {n_workers!r} (must be >= 1)")
+    check_pool_args(n_workers, datasets)  # also with one worker, where no pool is started
     if n_workers == 1:
         return []
     return session_pool(n_workers, tuple(datasets)).start()

@@ -29,6 +29,7 @@ from cnnlab.data import DATASETS, load_dataset
 
 __all__ = [
     "WorkerPool",
+    "check_pool_args",
     "WorkerState",
     "session_pool",
     "shutdown_session_pool",
@@ -74,18 +75,22 @@ def worker_state() -> WorkerState:
                        datasets_read=tuple(_DATASETS_READ))
 
 
+def check_pool_args(workers: int, datasets: tuple[str, ...] = ()) -> None:
+    """Raise ``ValueError`` naming a bad worker count or an unknown dataset name."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"Invalid workers value: {workers!r} (must be an int >= 1)")
+    for name in datasets:
+        if name not in DATASETS:
+            raise ValueError(f"Unknown dataset: {name!r} (choose one of {', '.join(DATASETS)})")
+
+
 class WorkerPool:
     """``workers`` spawned processes, one torch thread each, that read ``datasets`` as they
     start. Processes start on :meth:`start` or the first :meth:`submit`; :meth:`shutdown` (or
     leaving a ``with`` block) stops them and cancels queued work."""
 
     def __init__(self, workers: int, datasets: tuple[str, ...] = ()) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"Invalid workers value: {workers!r} (must be an int >= 1)")
-        for name in datasets:
-            if name not in DATASETS:
-                raise ValueError(f"Unknown dataset: {name!r} (choose one of "
-                                 f"{', '.join(DATASETS)})")
+        check_pool_args(workers, datasets)
         self.workers = workers
         self.datasets = tuple(datasets)
         self._executor: ProcessPoolExecutor | None = None
