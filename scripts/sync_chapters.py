@@ -17,7 +17,10 @@ rewritten from it (the ``.ipynb`` keeps its cell ids). Then the shared cells are
   Colab, and names the address of the book's stored data (``DATA_URL``) for a notebook that runs
   without its folder; tagged ``remove-cell`` (the site does not show it);
 * the setup cell, in every chapter that has one (a code cell whose first line is
-  :data:`SETUP_MARK`): the imports and dataset choice every chapter starts with.
+  :data:`SETUP_MARK`): the imports and dataset choice every chapter starts with;
+* the run-time cell (first line :data:`RUNTIME_MARK`, tagged ``remove-cell``): glues the
+  chapter's measured run time (``book/data/runtimes.json``) for its opening box. A chapter without
+  one gets it after its setup cell (or after its first code cell).
 
 ``tests/test_book.py`` fails when a pair is out of step or a shared cell differs, naming this
 command.
@@ -56,7 +59,7 @@ from IPython.display import HTML, display
 from cnnlab.data import choose_dataset, load_dataset
 from cnnlab.config import RunConfig
 from cnnlab.experiments import load_for, start_workers, sweep
-from cnnlab.glue import glue
+from cnnlab.glue import glue, glue_values
 from cnnlab.perf import hardware_summary
 from cnnlab.plots import plot_sweep, sweep_slider
 from cnnlab.widgets import sweep_panel, describe
@@ -67,6 +70,19 @@ print("Hardware:", hardware_summary())
 # Validation images the small-data runs hold out: 500 (scored after every epoch of every run,
 # so their number is paid for many times); digits keeps its default 10% (143 images).
 VAL_SIZE = None if DATASET == "digits" else 500"""
+
+
+RUNTIME_MARK = "# Run time, for the opening box (make sync writes this cell)."
+RUNTIME = RUNTIME_MARK + """
+from cnnlab.runtimes import runtime_text
+from cnnlab.stored import load_stored
+runtimes = load_stored("runtimes.json", url=DATA_URL)  # measured by scripts/measure_runtimes.py
+glue("runtime", runtime_text(runtimes, "{name}"), display=False)"""
+
+
+def runtime_source(name: str) -> str:
+    """The run-time cell of chapter ``name`` (its file stem): glues ``runtime`` for the box."""
+    return RUNTIME.format(name=name)
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -116,8 +132,9 @@ def _code(cell: dict) -> str:
     return "".join(cell.get("source", "")) if cell.get("cell_type") == "code" else ""
 
 
-def shared_problems(nb: dict, repo: dict | None = None) -> list[str]:
-    """How the shared cells of ``nb`` differ from what this script writes (empty: they agree)."""
+def shared_problems(nb: dict, repo: dict | None = None, name: str | None = None) -> list[str]:
+    """How the shared cells of ``nb`` differ from what this script writes (empty: they agree);
+    with the chapter's ``name``, its run-time cell is checked too."""
     cells, out = nb.get("cells", []), []
     if not cells or "google.colab" not in _code(cells[0]):
         out.append("the first cell is not the Colab install cell")
@@ -129,12 +146,21 @@ def shared_problems(nb: dict, repo: dict | None = None) -> list[str]:
     for i, cell in enumerate(cells):
         if _code(cell).startswith(SETUP_MARK) and _code(cell) != SETUP:
             out.append(f"the setup cell (cell {i + 1}) differs from the shared one")
+    if name is not None:
+        at = [i for i, c in enumerate(cells) if _code(c).startswith(RUNTIME_MARK)]
+        if len(at) != 1:
+            out.append(f"{len(at)} run-time cells (expected 1)")
+        elif (_code(cells[at[0]]) != runtime_source(name)
+              or TAG not in cells[at[0]].get("metadata", {}).get("tags", [])):
+            out.append(f"the run-time cell (cell {at[0] + 1}) differs from the shared one")
     return out
 
 
-def apply_shared(nb: nbformat.NotebookNode, repo: dict | None = None) -> bool:
-    """Write the shared cells into ``nb``; return whether anything changed."""
-    if not shared_problems(nb, repo):
+def apply_shared(nb: nbformat.NotebookNode, repo: dict | None = None,
+                 name: str | None = None) -> bool:
+    """Write the shared cells into ``nb`` (the run-time cell too, given the chapter's ``name``);
+    return whether anything changed."""
+    if not shared_problems(nb, repo, name):
         return False
     source = colab_source(repo)
     if nb.cells and "google.colab" in _code(nb.cells[0]):
@@ -148,7 +174,28 @@ def apply_shared(nb: nbformat.NotebookNode, repo: dict | None = None) -> bool:
     for cell in nb.cells:
         if _code(cell).startswith(SETUP_MARK):
             cell.source = SETUP
+    if name is not None:
+        _apply_runtime(nb, name)
     return True
+
+
+def _apply_runtime(nb: nbformat.NotebookNode, name: str) -> None:
+    """Make the one run-time cell of ``nb`` the shared one (inserted where it is missing)."""
+    at = [i for i, c in enumerate(nb.cells) if _code(c).startswith(RUNTIME_MARK)]
+    for i in reversed(at[1:]):  # extra copies
+        del nb.cells[i]
+    if at:
+        cell = nb.cells[at[0]]
+    else:
+        code = [i for i, c in enumerate(nb.cells) if i > 0 and c.cell_type == "code"]
+        setup = [i for i in code if _code(nb.cells[i]).startswith(SETUP_MARK)]
+        where = (setup or code or [0])[0] + 1
+        cell = nbformat.v4.new_code_cell()
+        nb.cells.insert(where, cell)
+    cell.source, cell.outputs, cell.execution_count = runtime_source(name), [], None
+    tags = cell.metadata.setdefault("tags", [])
+    if TAG not in tags:
+        tags.append(TAG)
 
 
 def _inputs(nb: dict) -> list[tuple]:
@@ -177,7 +224,7 @@ def pair_problems(md: Path) -> list[str]:
 def problems(md: Path, repo: dict | None = None) -> list[str]:
     """Everything out of step for the chapter ``md``."""
     found = pair_problems(md)
-    found += [f"{md.name}: {p}" for p in shared_problems(jupytext.read(md), repo)]
+    found += [f"{md.name}: {p}" for p in shared_problems(jupytext.read(md), repo, md.stem)]
     ipynb = md.with_suffix(".ipynb")
     if ipynb.exists():
         nb = nbformat.read(ipynb, as_version=4)
@@ -196,7 +243,7 @@ def sync(md: Path, repo: dict | None = None) -> list[str]:
         source = ipynb  # edited in Jupyter since the .md was last written
     nb = jupytext.read(source)
     nb.metadata.setdefault("jupytext", {})["formats"] = FORMATS
-    apply_shared(nb, repo)
+    apply_shared(nb, repo, md.stem)
     for cell in nb.cells:  # committed without outputs
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None

@@ -182,7 +182,8 @@ def test_sync_writes_the_pair_and_the_shared_cells(tmp_path: Path, monkeypatch) 
     nb = nbformat.read(md.with_suffix(".ipynb"), as_version=4)
     assert nb.cells[0].source == sync.colab_source() and nb.cells[0].metadata.tags == [sync.TAG]
     assert f'"cnnlab @ git+{sync.repository_url()}"' in nb.cells[0].source
-    assert [c.source for c in nb.cells[1:]] == ["# A chapter", "x = 1"]
+    assert [c.source for c in nb.cells[1:]] == ["# A chapter", "x = 1", sync.runtime_source("ch")]
+    assert nb.cells[3].metadata.tags == [sync.TAG]  # the run-time cell, after the first code
     ids = [c.id for c in nb.cells]
 
     # Edited in Jupyter (the .ipynb is newer): the .md follows, the ids stay.
@@ -193,9 +194,10 @@ def test_sync_writes_the_pair_and_the_shared_cells(tmp_path: Path, monkeypatch) 
     assert sync.main(["--check", str(md)]) == 1
     assert sync.sync(md) == ["ch.md", "ch.ipynb"]  # the stale setup cell is rewritten in both
     text = md.read_text()
+    assert text.count(sync.RUNTIME_MARK) == 1 and '"ch"), display=False)' in text  # its name
     assert "x = 2" in text and "stale" not in text and sync.SETUP.splitlines()[-1] in text
     again = nbformat.read(md.with_suffix(".ipynb"), as_version=4)
-    assert [c.id for c in again.cells][:3] == ids and again.cells[3].source == sync.SETUP
+    assert [c.id for c in again.cells][:4] == ids and again.cells[4].source == sync.SETUP
     assert sync.sync(md) == []  # in step: nothing to write
 
     # Edited as text (the .md is newer); outputs in the .ipynb are dropped.
@@ -218,6 +220,12 @@ def test_shared_cell_problems_are_named() -> None:
         "the setup cell (cell 2) differs from the shared one"]
     assert sync.apply_shared(nb, url) and not sync.shared_problems(nb, url)
     assert len(nb.cells) == 2 and not sync.apply_shared(nb, url)
+    assert sync.shared_problems(nb, url, "dropout") == ["0 run-time cells (expected 1)"]
+    assert sync.apply_shared(nb, url, "dropout") and len(nb.cells) == 3
+    assert nb.cells[2].source == sync.runtime_source("dropout")  # after the setup cell
+    nb.cells[2].source = sync.RUNTIME_MARK + "\nstale"
+    assert sync.shared_problems(nb, url, "dropout") == [
+        "the run-time cell (cell 3) differs from the shared one"]
 
 
 def test_data_url_follows_the_configured_repository(tmp_path: Path, monkeypatch) -> None:

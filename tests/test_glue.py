@@ -59,3 +59,8 @@ def test_glue_values_formats_and_hides_every_value(shown) -> None:
 def test_a_bad_name_is_named_in_the_error(name) -> None:
     with pytest.raises(ValueError, match=f"Invalid glue name: {name!r}"):
         glue(name, 1)
+
+
+def test_glue_values_takes_keyword_arguments_too(shown) -> None:
+    glue_values({"a": 1}, b=2, **{"c_d": "x"})
+    assert [m["scrapbook"]["name"] for _, m in shown] == ["a", "b", "c_d"]

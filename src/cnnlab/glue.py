@@ -41,8 +41,10 @@ def glue(name: str, value: Any, display: bool = True) -> None:
         show(value)
 
 
-def glue_values(values: Mapping[str, Any], *, fmt: str | None = None) -> None:
-    """:func:`glue` each ``key: value`` without showing it; ``fmt`` formats each value first
-    (``format(value, fmt)``), otherwise a value is glued as ``str(value)``."""
-    for name, value in values.items():
+def glue_values(values: Mapping[str, Any] | None = None, /, *, fmt: str | None = None,
+                **named: Any) -> None:
+    """:func:`glue` each ``key: value`` of ``values`` and of the keyword arguments without showing
+    it; ``fmt`` formats each value first (``format(value, fmt)``), otherwise a value is glued as
+    ``str(value)``: ``glue_values(n_train="1,000", seeds=5)``."""
+    for name, value in {**(values or {}), **named}.items():
         glue(name, format(value, fmt) if fmt is not None else str(value), display=False)
