@@ -211,3 +211,14 @@ def test_train_epoch_stops_at_a_non_finite_loss():
                 torch.randint(0, 10, (64,)), batch_size=8, gen=torch.Generator(),
                 stages=hook_stages([Explode()]), history=history)
     assert history.diverged and history.steps == 1
+
+
+def test_train_eval_acc_is_the_training_split_in_eval_mode(digits):
+    """The overfitting gap's training accuracy: every training image, eval mode, final weights
+    (not the running accuracy of the batches as trained, with dropout on)."""
+    model = small(digits, dropout=0.5)
+    hist = fit(model, digits, epochs=2, lr=0.05, channels_last=False)
+    _, expected = evaluate(model, *digits.train)
+    assert hist.train_eval_acc == expected
+    assert hist.train_eval_acc != hist.train_acc[-1]  # dropout lowers the running accuracy
+    assert History.from_dict(hist.to_dict()).train_eval_acc == expected

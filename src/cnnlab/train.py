@@ -81,12 +81,17 @@ class History:
     """What one training run produced. Per-epoch lists have one entry per finished epoch."""
 
     train_loss: list[float] = field(default_factory=list)  # mean training loss (incl. penalties)
-    train_acc: list[float] = field(default_factory=list)  # accuracy on the batches as trained
+    # accuracy on the batches as trained (train mode: dropout, augmentation and batch statistics
+    # on, weights changing during the epoch); not a measure of overfitting, see train_eval_acc
+    train_acc: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_acc: list[float] = field(default_factory=list)
     epoch_time: list[float] = field(default_factory=list)  # seconds of training per epoch
     test_acc: float = float("nan")  # accuracy on the test split at the end
     test_loss: float = float("nan")
+    # accuracy on the whole training split in eval mode with the final weights: the overfitting
+    # gap is train_eval_acc - test_acc (both measured the same way)
+    train_eval_acc: float = float("nan")
     diverged: bool = False  # the loss became NaN/inf and training stopped
     stopped_early: bool = False  # a hook asked to stop before `epochs`
     steps: int = 0  # optimizer steps taken
@@ -250,7 +255,7 @@ def fit(
     channels_last: bool = True,
 ) -> History:
     """Train ``model`` on ``data.train``, evaluating on ``data.val`` each epoch and on ``data.test``
-    at the end. Mini-batches are drawn by a seeded permutation of preloaded tensors (no DataLoader).
+    and (in eval mode) ``data.train`` at the end. Mini-batches are drawn by a seeded permutation of preloaded tensors (no DataLoader).
 
     Args:
         model: any classifier; it trains on the device its parameters are on (CPU or CUDA).
@@ -332,4 +337,5 @@ def fit(
         for call in stage["on_fit_end"]:
             call(model, history)
     history.test_loss, history.test_acc = evaluate(model, *prepare(data.test))
+    _, history.train_eval_acc = evaluate(model, x_train, y_train)
     return history
