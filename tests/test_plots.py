@@ -2,6 +2,7 @@ import base64
 import html as html_lib
 import io
 import json
+import math
 import re
 import statistics
 from types import SimpleNamespace
@@ -72,7 +73,7 @@ def slider_captions(html):
 # ----------------------------------------------------------------------------- plot_sweep
 
 
-def test_plot_sweep_draws_the_mean_and_interval_of_each_value_and_marks_divergence():
+def test_plot_sweep_draws_mean_interval_and_runs_and_marks_collapse():
     res = fake_result()
     fig = plot_sweep(res, "test_acc", logx=False)
     ax = fig.axes[0]
@@ -80,12 +81,19 @@ def test_plot_sweep_draws_the_mean_and_interval_of_each_value_and_marks_divergen
     means = [statistics.mean(r["test_acc"] for r in res.rows if r["dropout"] == p)
              for p in (0.0, 0.5)]
     assert x == [0.0, 0.5] and y == pytest.approx(means)
-    assert low == pytest.approx([s["test_acc_low"] for s in res.summary])
-    assert high == pytest.approx([s["test_acc_high"] for s in res.summary])
+    assert low[0] == pytest.approx(res.summary[0]["test_acc_low"])
+    assert high[0] == pytest.approx(res.summary[0]["test_acc_high"])
     assert low[0] < y[0] < high[0]
-    assert ax.get_xscale() == "linear" and dashed_x(ax) == []
-    assert [(t.get_text(), t.xy[0]) for t in ax.texts] == [("1/3 diverged", 0.5)]
+    # p = 0.5 has a diverged (collapsed) run: no interval, a bar of length zero, and a mark
+    assert math.isnan(res.summary[1]["test_acc_low"]) and low[1] == high[1] == y[1]
+    assert [(t.get_text(), t.xy[0]) for t in ax.texts] == [("1/3 collapsed", 0.5)]
     assert ax.texts[0].xy[1] == pytest.approx(means[1])
+    (dots,) = [line for line in ax.lines if line.get_marker() == "."]
+    drawn = sorted(zip(dots.get_xdata(), dots.get_ydata()))
+    expected = sorted((r["dropout"], r["test_acc"]) for r in res.rows)
+    assert [x for x, _ in drawn] == [x for x, _ in expected]
+    assert [y for _, y in drawn] == pytest.approx([y for _, y in expected])
+    assert ax.get_xscale() == "linear" and dashed_x(ax) == []
     plt.close(fig)
 
 
@@ -309,7 +317,7 @@ def test_sweep_slider_frames_draw_that_values_runs_and_mark_it_on_the_sweep(monk
             expected = [statistics.mean(r["history"][key][e] for r in runs) for e in range(2)]
             assert list(line.get_ydata()) == pytest.approx(expected)
         title = f"dropout rate p = {caption}: learning curves (3 seeds"
-        title += ", 1/3 diverged)" if value == 0.5 else ")"
+        title += ", 1/3 collapsed)" if value == 0.5 else ")"
         assert left.get_title() == title
         assert errorbar_data(right)[:2] == ([0.0, 0.5], pytest.approx(means))
         assert dashed_x(right) == [value] and right.get_ylim() == (0.5, 1.0)
@@ -334,7 +342,7 @@ def test_axes_and_sliders_use_human_labels():
     fig = plot_sweep(fake_result(), "test_acc")
     ax = fig.axes[0]
     assert ax.get_xlabel() == "dropout rate p"
-    assert ax.get_ylabel() == "test accuracy (mean, 95% CI)"
+    assert ax.get_ylabel() == "test accuracy (mean, 95% CI); dots: runs"
     plt.close(fig)
     html = sweep_slider(fake_result())
     assert "dropout rate p: <input" in html and "test_acc" not in html
@@ -359,9 +367,13 @@ def test_shared_ylim_holds_every_interval_of_both_sweeps():
     a, b = fake_result(), fake_result()
     for s in b.summary:  # a second sweep, lower
         s.update({k: s[k] - 0.3 for k in ("test_acc", "test_acc_low", "test_acc_high")})
+    a.rows[0] = {**a.rows[0], "test_acc": 0.99}  # one run above every interval
     low, high = shared_ylim(a, b)
-    assert low == pytest.approx(min(s["test_acc_low"] for s in b.summary) - 0.02)
-    assert high == pytest.approx(max(s["test_acc_high"] for s in a.summary) + 0.02)
+    # b's second value has a collapsed run, hence no interval: its mean counts
+    lowest = min(b.summary[0]["test_acc_low"], b.summary[1]["test_acc"])
+    assert low == pytest.approx(lowest - 0.02)
+    assert high == pytest.approx(0.99 + 0.02)
+    assert shared_ylim(a.summary)[1] == pytest.approx(a.summary[0]["test_acc_high"] + 0.02)
     with pytest.raises(ValueError, match="No finite 'gap_x' values"):
         shared_ylim(a, metric="gap_x")
     html_a = sweep_slider(a, ylim=(low, high))

@@ -21,6 +21,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from cnnlab.stats import collapsed, hashable
+
 __all__ = [
     "LABELS",
     "figure_to_png",
@@ -80,8 +82,9 @@ def label_of(name: str) -> str:
 
 def shared_ylim(*summaries: Any, metric: str = "test_acc", pad: float = 0.02
                 ) -> tuple[float, float]:
-    """One y-range that holds every interval of ``metric`` in all ``summaries`` (SweepResults or
-    summary rows), for figures that are meant to be compared side by side."""
+    """One y-range that holds every mean and interval of ``metric`` in all ``summaries``
+    (SweepResults or summary rows), and every run of a SweepResult (the dots of
+    :func:`plot_sweep`), for figures that are meant to be compared side by side."""
     values = []
     for summary in summaries:
         rows = summary.summary if hasattr(summary, "summary") else summary
@@ -89,6 +92,8 @@ def shared_ylim(*summaries: Any, metric: str = "test_acc", pad: float = 0.02
             values += [v for v in (s.get(metric), s.get(f"{metric}_low"),
                                    s.get(f"{metric}_high"))
                        if v is not None and math.isfinite(v)]
+        values += [r[metric] for r in getattr(summary, "rows", [])
+                   if r.get(metric) is not None and math.isfinite(r[metric])]
     if not values:
         raise ValueError(f"No finite {metric!r} values to set a y-range from")
     return min(values) - pad, max(values) + pad
@@ -119,7 +124,11 @@ def plot_sweep(
     marker: str = "o",
     highlight: Any = None,
 ) -> Figure:
-    """Mean of ``metric`` per parameter value with its 95% CI as error bars.
+    """Mean of ``metric`` per parameter value with its 95% CI as error bars, and each run as a dot
+    (when given a :class:`~cnnlab.experiments.SweepResult`, which has the runs).
+
+    Where runs collapsed (see :func:`cnnlab.stats.collapsed`) the summary has no interval: the
+    mean is drawn without a bar and marked ``"k/n collapsed"``; the dots show the two outcomes.
 
     Args:
         summary: a :class:`~cnnlab.experiments.SweepResult` or its ``summary`` rows.
@@ -130,8 +139,10 @@ def plot_sweep(
         logx: logarithmic x axis (for learning rates and lambdas; zero is drawn at the left).
         highlight: a parameter value to mark with a vertical line.
     """
+    runs: list[Row] = []
     if hasattr(summary, "summary"):
         param = param or summary.param
+        runs = list(summary.rows)
         summary = summary.summary
     if param is None:
         raise ValueError("plot_sweep needs `param` when given plain summary rows")
@@ -148,9 +159,18 @@ def plot_sweep(
     fig, ax = _new_axes(ax)
     container = ax.errorbar(xs, mean, yerr=yerr, marker=marker, capsize=3, label=label)
     color = container[0].get_color()
+    if runs:
+        keys = [hashable(v) for v in values]
+        dots = [(xs[keys.index(hashable(r[param]))], r[metric]) for r in runs
+                if metric in r and hashable(r[param]) in keys]
+        if dots:
+            ax.plot(*zip(*dots), linestyle="none", marker=".", markersize=4, alpha=0.45,
+                    color=color)
     for x, s in zip(xs, summary):
-        if s.get("n_diverged"):
-            ax.annotate(f"{s['n_diverged']}/{s['n']} diverged", (x, s[metric]), fontsize=7,
+        bad, what = ((s["n_collapsed"], "collapsed") if "n_collapsed" in s
+                     else (s.get("n_diverged", 0), "diverged"))
+        if bad:
+            ax.annotate(f"{bad}/{s['n']} {what}", (x, s[metric]), fontsize=7,
                         color=color, xytext=(3, 6), textcoords="offset points")
     if logx and numeric:
         ax.set_xscale("log")
@@ -159,7 +179,7 @@ def plot_sweep(
     if highlight is not None and highlight in values:
         ax.axvline(xs[values.index(highlight)], color="0.6", ls="--", lw=1)
     ax.set_xlabel(label_of(param))
-    ax.set_ylabel(f"{label_of(metric)} (mean, 95% CI)")
+    ax.set_ylabel(f"{label_of(metric)} (mean, 95% CI)" + ("; dots: runs" if runs else ""))
     ax.grid(alpha=0.3)
     if label:
         ax.legend(fontsize=8)
@@ -321,8 +341,8 @@ def sweep_slider(
         for c in curves:
             plot_histories({label_of(c): [r["history"] for r in rows]}, c, ax=left)
         left.set_ylabel("accuracy")
-        diverged = sum(bool(r.get("diverged")) for r in rows)
-        note = f", {diverged}/{len(rows)} diverged" if diverged else ""
+        bad = sum(collapsed(r) for r in rows)
+        note = f", {bad}/{len(rows)} collapsed" if bad else ""
         left.set_title(f"{name} = {value_label(value)}: learning curves "
                        f"({len(rows)} seeds{note})", fontsize=10)
         plot_sweep(result, metric, ax=right, logx=logx, highlight=value)
