@@ -129,7 +129,8 @@ def test_real_run_row(tmp_cache):
     row = run_cached(cfg, 0)
     assert row["seed"] == 0 and row["l2"] == 1e-3 and 0.5 < row["test_acc"] <= 1.0
     assert len(row["history"]["val_acc"]) == 2 and row["weights"]["count"] > 0
-    assert row["gap"] == pytest.approx(row["train_acc"] - row["test_acc"])
+    assert row["gap"] == pytest.approx(row["train_eval_acc"] - row["test_acc"])  # eval mode
+    assert row["train_eval_acc"] == row["history"]["train_eval_acc"]
     assert run_cached(cfg, 0) == json.loads(json.dumps(row))  # what the cache returns
 
 

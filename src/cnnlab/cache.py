@@ -31,7 +31,7 @@ __all__ = [
     "write_row",
 ]
 
-CACHE_VERSION = 2  # bump when the meaning of a cached row changes
+CACHE_VERSION = 3  # bump when the meaning of a cached row changes (3: train_eval_acc, eval gap)
 # The default runner's name in keys: cnnlab.experiments.run (it must keep that name and module, or
 # every cached run would be retrained).
 DEFAULT_RUNNER = "cnnlab.experiments.run"

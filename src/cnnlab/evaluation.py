@@ -261,7 +261,8 @@ def compare_configs(
     configs: Mapping[str, Any],
     seeds: int | Sequence[int] = 5,
     *,
-    metrics: Sequence[str] = ("test_acc", "train_acc", "gap", "train_time"),
+    metrics: Sequence[str] = ("test_acc", "val_acc", "train_acc", "train_eval_acc", "gap",
+                              "train_time"),
     **sweep_kwargs: Any,
 ) -> tuple[list[Row], list[Row]]:
     """Run named :class:`~cnnlab.experiments.RunConfig` s (e.g. an ablation) over seeds.

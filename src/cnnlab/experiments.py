@@ -75,7 +75,8 @@ def run(config: RunConfig, seed: int) -> Row:
 
     Returns:
         A JSON-ready row: the config fields, ``seed``, the final metrics (``test_acc``,
-        ``val_acc``, ``train_acc``, ``train_loss``, ``gap`` = train_acc - test_acc),
+        ``val_acc``, ``train_acc`` (running, train mode), ``train_eval_acc`` (the training split in
+        eval mode), ``train_loss``, ``gap`` = train_eval_acc - test_acc),
         ``diverged``, ``train_time`` in seconds, per-epoch ``history`` and ``weights``
         statistics of the trained model.
     """
@@ -97,7 +98,8 @@ def run(config: RunConfig, seed: int) -> Row:
         "val_acc": hist.val_acc[-1],
         "train_acc": hist.train_acc[-1],
         "train_loss": hist.train_loss[-1],
-        "gap": hist.train_acc[-1] - hist.test_acc,
+        "train_eval_acc": hist.train_eval_acc,
+        "gap": hist.train_eval_acc - hist.test_acc,
         "diverged": hist.diverged,
         "train_time": hist.train_time,
         "history": hist.to_dict(),
@@ -157,7 +159,7 @@ def sweep(
     cache: str | os.PathLike | None = None,
     use_cache: bool = True,
     progress: bool | None = None,
-    metrics: Sequence[str] = ("test_acc", "train_acc", "gap"),
+    metrics: Sequence[str] = ("test_acc", "val_acc", "train_acc", "train_eval_acc", "gap"),
     workers: int | None = None,
     pool: WorkerPool | None = None,
 ) -> SweepResult:
