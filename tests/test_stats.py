@@ -21,7 +21,8 @@ def test_confidence_interval_matches_scipy():
 
 
 def test_confidence_interval_edge_cases():
-    assert confidence_interval([0.5]) == (0.5, 0.5, 0.5)
+    mean, low, high = confidence_interval([0.5])  # one value: no interval
+    assert mean == 0.5 and math.isnan(low) and math.isnan(high)
     assert all(math.isnan(v) for v in confidence_interval([]))
     assert confidence_interval([1.0, float("nan"), 3.0])[0] == 2.0
 
@@ -181,3 +182,11 @@ def test_ratio_interval_and_timing_verdict():
         ratio_interval([1.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="> 0"):
         ratio_interval([0.0], [1.0])
+
+
+def test_one_seed_claims_no_interval():
+    (s,) = summarize([{"lr": 0.1, "seed": 0, "test_acc": 0.8}], "lr", ("test_acc",))
+    assert s["n"] == 1 and math.isnan(s["test_acc_low"]) and math.isnan(s["test_acc_high"])
+    assert ci_text(s) == "80.0% (1 seed: no interval)"
+    assert ci_text({"t": 1.0, "t_low": math.nan, "t_high": math.nan, "n": 3}, "t",
+                   percent=False) == "1.0 (no interval)"

@@ -88,7 +88,7 @@ def confidence_interval(values: Sequence[float], level: float = 0.95) -> tuple[f
     """Mean and two-sided Student-t confidence interval of the mean.
 
     ``mean ± t_{(1+level)/2, n-1} · s / sqrt(n)`` with ``s`` the sample standard deviation.
-    Non-finite values are dropped; with a single value the interval is ``(mean, mean)``.
+    Non-finite values are dropped. One value has no interval: ``(value, nan, nan)``.
 
     Returns:
         ``(mean, low, high)``; all NaN when no finite value is left.
@@ -99,7 +99,7 @@ def confidence_interval(values: Sequence[float], level: float = 0.95) -> tuple[f
     n = len(xs)
     mean = sum(xs) / n
     if n == 1:
-        return (mean, mean, mean)
+        return (mean, math.nan, math.nan)  # one value: no spread, so no interval
     sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
     half = float(_scipy_stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
     return (mean, mean - half, mean + half)
@@ -207,14 +207,17 @@ def ci_text(row: Row, metric: str = "test_acc", *, percent: bool = True, digits:
     ``"89.1% (95% CI 88.8% to 89.5%)"``. ``percent=False`` writes plain numbers.
 
     A row with collapsed runs (``n_collapsed`` > 0, no interval) gives the count instead:
-    ``"18.6% (3 of 5 runs collapsed)"``. An accuracy's interval (a metric ending in ``_acc``)
-    is cut to [0%, 100%].
+    ``"18.6% (3 of 5 runs collapsed)"``, and one run gives ``"10.0% (1 seed: no interval)"``.
+    An accuracy's interval (a metric ending in ``_acc``) is cut to [0%, 100%].
     """
     scale, unit = (100, "%") if percent else (1, "")
     mean, low, high = (row[k] for k in (metric, f"{metric}_low", f"{metric}_high"))
     if row.get("n_collapsed"):
         count = f"{row['n_collapsed']} of {row['n']} runs collapsed"
         return f"{scale * mean:.{digits}f}{unit} ({count})"
+    if row.get("n") == 1 or not (math.isfinite(low) and math.isfinite(high)):
+        why = "1 seed: no interval" if row.get("n") == 1 else "no interval"
+        return f"{scale * mean:.{digits}f}{unit} ({why})"
     if metric.endswith("_acc"):
         low, high = max(low, 0.0), min(high, 1.0)
     mean, low, high = scale * mean, scale * low, scale * high
