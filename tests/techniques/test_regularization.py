@@ -21,6 +21,7 @@ from cnnlab.techniques import (
     penalized_parameters,
     weight_stats,
 )
+from cnnlab.techniques.regularization import ProximalL1, init_std, soft_threshold
 from cnnlab.train import evaluate, fit
 
 
@@ -200,9 +201,99 @@ def test_weight_stats_values_and_json() -> None:
         "l2_norm": pytest.approx(13.00000025**0.5),
         "abs_max": 3.0,
         "frac_near_zero": 0.5,
+        # init_std of a 2-input layer: 1 / sqrt(3 * 2) = 0.408; 1% of it is 0.00408, so 0.0
+        # and -0.0005 are below it, 2 and -3 are not
+        "frac_below_init": 0.5,
+        "frac_zero": 0.25,
         "count": 4,
     }
     assert json.loads(json.dumps(stats)) == stats
     assert stats["l1"] == pytest.approx(float(l1_penalty(net).detach()))
     assert weight_stats(net, include_bias=True)["count"] == 4 + 2 + 2 + 2
     assert weight_stats(nn.ReLU())["count"] == 0
+
+
+def test_weight_stats_relative_threshold_is_per_layer() -> None:
+    """Two layers of very different initial scale: the same |w| is below 1% of the wide
+    layer's scale and above 1% of the narrow one's."""
+    net = nn.Sequential(nn.Linear(3, 1, bias=False), nn.Linear(3000, 1, bias=False))
+    with torch.no_grad():
+        net[0].weight.fill_(0.004)  # 1% of 1/sqrt(9) = 0.00333: above
+        net[1].weight.fill_(0.0001)  # 1% of 1/sqrt(9000) = 0.000105: below
+    stats = weight_stats(net)
+    assert stats["frac_below_init"] == pytest.approx(3000 / 3003)
+    assert stats["frac_zero"] == 0.0
+    assert weight_stats(net, relative_threshold=2.0)["frac_below_init"] == 1.0
+    with pytest.raises(ValueError, match="relative_threshold"):
+        weight_stats(net, relative_threshold=0)
+
+
+def test_init_std_is_pytorchs_default_initialization() -> None:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        conv, lin = nn.Conv2d(16, 32, 3), nn.Linear(400, 300)
+    assert init_std(conv.weight) == pytest.approx(1 / (3 * 16 * 9) ** 0.5)
+    assert init_std(lin.weight) == pytest.approx(1 / (3 * 400) ** 0.5)
+    for w in (conv.weight, lin.weight):  # the drawn weights have that std (4,608 and 120,000)
+        assert float(w.detach().std()) == pytest.approx(init_std(w), rel=0.05)
+    with pytest.raises(ValueError, match="ndim"):
+        init_std(lin.bias)
+
+
+# ----------------------------------------------------------------------------- proximal L1
+
+
+def test_soft_threshold_by_hand() -> None:
+    w = torch.tensor([-1.0, -0.3, -0.1, 0.0, 0.05, 0.2, 0.7])
+    # a = 0.2: |w| <= 0.2 becomes 0, the rest moves 0.2 towards zero
+    expected = torch.tensor([-0.8, -0.1, 0.0, 0.0, 0.0, 0.0, 0.5])
+    assert_close(soft_threshold(w, 0.2), expected)
+    assert_close(soft_threshold(w, 0.0), w)
+    with pytest.raises(ValueError, match="amount"):
+        soft_threshold(w, -0.1)
+
+
+def test_soft_threshold_is_the_proximal_operator_of_l1() -> None:
+    """prox(v) = argmin_w a|w| + (w - v)^2 / 2, checked by brute force on a grid."""
+    a, grid = 0.3, torch.linspace(-2, 2, 40001, dtype=torch.float64)
+    for v in (-1.2, -0.25, 0.0, 0.1, 0.31, 1.5):
+        objective = a * grid.abs() + (grid - v) ** 2 / 2
+        best = float(grid[objective.argmin()])
+        assert float(soft_threshold(torch.tensor(v, dtype=torch.float64), a)) == \
+            pytest.approx(best, abs=1e-4)
+
+
+def test_proximal_l1_thresholds_weights_after_each_step() -> None:
+    """One SGD step, then the hook: the weights equal soft_threshold(SGD's weights, lr * lam);
+    biases and BN parameters are untouched; weights become exactly zero."""
+    lam, lr = 0.5, 0.1
+    a, b = _net(), _net()
+    (x, y), = _batches(1)
+    for net in (a, b):
+        F.cross_entropy(net(x), y).backward()
+        torch.optim.SGD(net.parameters(), lr=lr).step()
+    ProximalL1(lam, lr).after_step(a)
+    weights = {id(p) for p in penalized_parameters(a)}
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert_close(pa, soft_threshold(pb, lr * lam) if id(pa) in weights else pb)
+    assert weight_stats(a)["frac_zero"] > 0.05
+    assert weight_stats(b)["frac_zero"] == 0.0
+    for bad in ({"lam": -1.0, "lr": 0.1}, {"lam": 0.1, "lr": 0.0}):
+        with pytest.raises(ValueError, match="Invalid"):
+            ProximalL1(**bad)
+
+
+def test_proximal_l1_gives_exact_zeros_where_the_subgradient_does_not(digits) -> None:
+    """Softmax regression on digits with the same lam: the subgradient leaves no weight exactly
+    zero, the proximal step leaves many."""
+
+    def train(hook) -> dict:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        fit(model, digits, epochs=10, lr=0.05, hooks=[hook], progress=False)
+        return weight_stats(model)
+
+    sub, prox = train(L1(1e-2)), train(ProximalL1(1e-2, lr=0.05 / (1 - 0.9)))
+    assert sub["frac_zero"] == 0.0
+    assert prox["frac_zero"] > 0.3  # 0.71 when written

@@ -15,6 +15,10 @@ testable:
   gradient scale, AdamW shrinks the weights directly ("decoupled weight decay").
 * By convention only weights are penalized: biases and normalization parameters are left alone
   (:func:`penalized_parameters`, :func:`decay_param_groups`).
+* L1's subgradient does not make weights exactly zero; its proximal step (soft thresholding,
+  :func:`soft_threshold`, the :class:`ProximalL1` hook) does. How many weights a penalty makes
+  small is measured relative to each layer's initial scale (:func:`init_std`,
+  :func:`weight_stats`), because a fixed threshold cannot tell zeros from strong shrinkage.
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ from cnnlab.train import Hook
 __all__ = [
     "L1",
     "L2",
+    "ProximalL1",
     "decay_param_groups",
+    "init_std",
     "l1_penalty",
     "l2_penalty",
     "penalized_parameters",
+    "soft_threshold",
     "weight_stats",
 ]
 
@@ -176,6 +183,64 @@ class L2(_Penalty):
     penalty = staticmethod(l2_penalty)
 
 
+def soft_threshold(w: Tensor, amount: float) -> Tensor:
+    """The proximal operator of ``amount * |w|``: every entry moves ``amount`` towards zero and
+    stops there.
+
+    .. math:: \\operatorname{prox}_{a|\\cdot|}(w) = \\operatorname{sign}(w)\\,\\max(|w| - a, 0)
+
+    Entries with ``|w| <= amount`` become exactly zero, the others shrink by ``amount``.
+
+    Args:
+        w: any tensor.
+        amount: the threshold ``a``, ``>= 0``.
+    Returns:
+        A new tensor of ``w``'s shape.
+    """
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) \
+            or not math.isfinite(amount) or amount < 0:
+        raise ValueError(f"Invalid amount: {amount!r} (must be >= 0)")
+    return torch.sign(w) * torch.clamp(w.abs() - amount, min=0)
+
+
+class ProximalL1(Hook):
+    """A :func:`~cnnlab.train.fit` hook: the proximal step of an L1 penalty ``lam * ||w||_1``.
+
+    After every optimizer step each penalized weight is soft-thresholded by ``lr * lam``
+    (:func:`soft_threshold`): the proximal gradient method for the L1 penalty (ISTA). Unlike
+    :class:`L1`, whose subgradient ``lam * sign(w)`` overshoots zero and leaves the weight
+    oscillating around it, the proximal step sets weights exactly to zero.
+
+    With momentum ``mu`` the optimizer applies a constant gradient about ``1 / (1 - mu)`` times
+    over, so the subgradient of :class:`L1` pulls about ``lr * lam / (1 - mu)`` per step; the
+    proximal step acts outside the momentum. Pass ``lr / (1 - mu)`` as ``lr`` to match the pull
+    of :class:`L1` at the same ``lam``.
+
+    Args:
+        lam: the regularization strength, ``>= 0``.
+        lr: the step size the threshold is scaled by, ``> 0``.
+        include_bias: also threshold biases and normalization parameters.
+    """
+
+    def __init__(self, lam: float, lr: float, *, include_bias: bool = False) -> None:
+        _check_lambda(lam)
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 \
+                or not math.isfinite(lr):
+            raise ValueError(f"Invalid lr: {lr!r} (must be > 0)")
+        self.lam, self.lr = float(lam), float(lr)
+        self.include_bias = include_bias
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> None:
+        amount = self.lr * self.lam
+        for p in penalized_parameters(model, include_bias=self.include_bias):
+            p.copy_(soft_threshold(p, amount))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(lam={self.lam}, lr={self.lr}, "
+                f"include_bias={self.include_bias})")
+
+
 def decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Optimizer parameter groups that decay the weights only (not biases or norm parameters).
 
@@ -205,30 +270,63 @@ def decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, 
     return [g for g in groups if g["params"]]
 
 
+def init_std(weight: Tensor) -> float:
+    """The standard deviation PyTorch's default initialization gives a weight tensor.
+
+    ``nn.Linear`` and ``nn.Conv*d`` draw their weights from ``U(-b, b)`` with
+    ``b = 1 / sqrt(fan_in)`` (``kaiming_uniform_`` with ``a = sqrt(5)``), so the std is
+    ``b / sqrt(3) = 1 / sqrt(3 * fan_in)``, with ``fan_in = weight[0].numel()`` (inputs times
+    kernel size).
+
+    Args:
+        weight: a weight tensor with ``ndim >= 2`` (output units first).
+    Returns:
+        ``1 / sqrt(3 * fan_in)``.
+    """
+    if weight.ndim < 2:
+        raise ValueError(f"Invalid weight: shape {tuple(weight.shape)} (need ndim >= 2)")
+    return 1.0 / math.sqrt(3 * weight[0].numel())
+
+
 @torch.no_grad()
 def weight_stats(
-    module: nn.Module, *, include_bias: bool = False, threshold: float = 1e-3
+    module: nn.Module, *, include_bias: bool = False, threshold: float = 1e-3,
+    relative_threshold: float = 0.01,
 ) -> dict[str, float | int]:
     """Summary statistics of the weights the penalties act on, as JSON-ready floats.
+
+    A fixed threshold (``frac_near_zero``) cannot tell sparsity from shrinkage: with enough
+    decay every weight the data does not use falls below it. ``frac_below_init`` measures
+    against each layer's own initial scale instead, and ``frac_zero`` counts exact zeros (which
+    only a proximal step or pruning produces).
 
     Args:
         module: the model.
         include_bias: include biases and normalization parameters (as the penalties would).
         threshold: a weight with ``|w| < threshold`` counts as near zero.
+        relative_threshold: a weight with ``|w| < relative_threshold * init_std(its tensor)``
+            counts as below its initial scale (:func:`init_std`; tensors with ``ndim < 2``,
+            which have no fan-in, are measured against ``threshold`` instead).
     Returns:
         A dict: ``l1`` (the sum of ``|w|``), ``l2`` (the sum of ``w^2``, the L2 penalty),
         ``l2_norm`` (its square root), ``abs_max`` (the largest ``|w|``), ``frac_near_zero``
-        (the share of ``|w| < threshold``) and ``count`` (the number of weights, an int); all
-        zeros when there are no weights.
+        (the share of ``|w| < threshold``), ``frac_below_init`` (the share below
+        ``relative_threshold`` of the layer's initial std), ``frac_zero`` (the share exactly 0)
+        and ``count`` (the number of weights, an int); all zeros when there are no weights.
     """
     if not threshold > 0:
         raise ValueError(f"Invalid threshold: {threshold!r} (must be > 0)")
+    if not relative_threshold > 0:
+        raise ValueError(f"Invalid relative_threshold: {relative_threshold!r} (must be > 0)")
     params = penalized_parameters(module, include_bias=include_bias)
     if not params:
-        zero = ("l1", "l2", "l2_norm", "abs_max", "frac_near_zero")
+        zero = ("l1", "l2", "l2_norm", "abs_max", "frac_near_zero", "frac_below_init",
+                "frac_zero")
         return {**dict.fromkeys(zero, 0.0), "count": 0}
     flat = torch.cat([p.detach().flatten().double() for p in params])  # (count,)
     absw = flat.abs()
+    below = sum(int((p.detach().abs() < (relative_threshold * init_std(p) if p.ndim >= 2
+                                         else threshold)).sum()) for p in params)
     l2 = float(flat.pow(2).sum())
     return {
         "l1": float(absw.sum()),
@@ -236,5 +334,7 @@ def weight_stats(
         "l2_norm": math.sqrt(l2),
         "abs_max": float(absw.max()),
         "frac_near_zero": float((absw < threshold).double().mean()),
+        "frac_below_init": below / flat.numel(),
+        "frac_zero": float((flat == 0).double().mean()),
         "count": int(flat.numel()),
     }
