@@ -4,9 +4,11 @@ import os
 import pytest
 import torch
 
+import cnnlab.experiments
 from cnnlab.cache import cache_key
 from cnnlab.config import RunConfig
 from cnnlab.experiments import (
+    default_model,
     load_for,
     run,
     run_cached,
@@ -14,7 +16,9 @@ from cnnlab.experiments import (
     seeds_of,
     sweep,
 )
+from cnnlab.models import conv_layer_model
 from cnnlab.stats import paired_difference, verdict
+from cnnlab.techniques import weight_stats
 
 CALLS = []
 
@@ -99,6 +103,40 @@ def test_run_uses_val_size(tmp_cache):
     assert row["val_size"] == 50 and not row["diverged"]
     assert load_for(RunConfig(val_size=50), 0).val[1].shape == (50,)
     assert len(load_for(RunConfig(), 0).val[1]) == 143  # digits: 10% of the 1,438 train images
+
+
+def test_run_trains_the_model_and_options_it_is_given(monkeypatch):
+    cfg = RunConfig(train_size=100, epochs=1, width=3)
+    seen = {}
+    fit_kwargs = []
+    real_fit = cnnlab.experiments.fit
+
+    def spy_fit(model, data, **kwargs):
+        fit_kwargs.append(kwargs)
+        return real_fit(model, data, **kwargs)
+
+    def make_model(config, data, seed):
+        seen["made"] = (config, seed, data.input_shape)
+        seen["model"] = conv_layer_model(data.input_shape, data.num_classes, config.width,
+                                         seed=seed)
+        return seen["model"]
+
+    def extra(model, data):
+        seen["extra"] = model
+        return {"n_test": len(data.test[1]), "test_acc_again": 1.5}
+
+    monkeypatch.setattr(cnnlab.experiments, "fit", spy_fit)
+    row = run(cfg, 2, make_model=make_model, fit_options={"channels_last": False}, extra=extra)
+    assert seen["made"] == (cfg, 2, (1, 8, 8)) and seen["extra"] is seen["model"]
+    assert fit_kwargs[0]["channels_last"] is False and fit_kwargs[0]["seed"] == 2
+    assert row["n_test"] == len(load_for(cfg, 2).test[1]) and row["test_acc_again"] == 1.5
+    assert row["weights"] == weight_stats(seen["model"])  # the trained model's, not a SmallCNN's
+    assert row["seed"] == 2 and row["width"] == 3 and 0.0 <= row["test_acc"] <= 1.0
+    plain = run(cfg, 2)  # the default model and fit's defaults
+    assert "channels_last" not in fit_kwargs[1] and "n_test" not in plain
+    assert run(cfg, 2, make_model=default_model)["train_loss"] == plain["train_loss"]
+    with pytest.raises(ValueError, match=r"Invalid fit_options: \['epochs', 'seed'\]"):
+        run(cfg, 0, fit_options={"seed": 1, "epochs": 2, "channels_last": True})
 
 
 def test_use_cache_false_writes_nothing(tmp_cache):

@@ -16,19 +16,24 @@ import csv
 import json
 import os
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
 
-from cnnlab.config import RunConfig
+import matplotlib
+
+from cnnlab.bench import PARTS, BenchConfig, format_table, run_bench, save_results, tf32
+from cnnlab.config import Row, RunConfig
 from cnnlab.data import DATASETS
+from cnnlab.experiments import sweep
+from cnnlab.plots import figure_to_png, plot_sweep
+from cnnlab.widgets import describe
 
 __all__ = ["build_parser", "main", "parse_value"]
 
 SUMMARY_METRICS = ("test_acc", "train_acc", "gap")
 
 
-def parse_value(text: str) -> Any:
+def parse_value(text: str) -> bool | int | float | str | None:
     """``"none"``/``"off"`` -> None, ``"true"``/``"false"`` -> bool, else int, float or str."""
     low = text.strip().lower()
     if low in ("none", "off"):
@@ -79,10 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_bench_parser(sub: Any) -> None:
-    # Imports inside the commands keep `python -m cnnlab --help` fast (no PyTorch for the help).
-    from cnnlab.bench import PARTS, BenchConfig
-
+def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     d = BenchConfig()
     b = sub.add_parser(
         "bench", help="measure convolutions, the peak, training steps and data-parallel scaling",
@@ -117,7 +119,7 @@ def _add_bench_parser(sub: Any) -> None:
     b.add_argument("--json", type=Path, default=None, help="also save the figures here")
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write_csv(path: Path, rows: list[Row]) -> None:
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys and not isinstance(r[k], dict)]
@@ -128,13 +130,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from cnnlab.experiments import sweep
-    from cnnlab.plots import figure_to_png, plot_sweep
-    from cnnlab.widgets import describe
-
+    matplotlib.use("Agg")  # files only, no window
     overrides = {f.name: getattr(args, f.name) for f in fields(RunConfig)}
     base = RunConfig(**overrides)
     try:
@@ -159,10 +155,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from cnnlab.bench import BenchConfig, format_table, run_bench, save_results, tf32
-
     names = ("device", "threads", "repeats", "batch", "in_channels", "out_channels", "size",
              "matmul_size", "step_batch", "step_width", "step_threads", "compile", "ddp_procs",
              "ddp_train_size", "ddp_rounds")
@@ -183,8 +175,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 2
     print(format_table(res))
     if args.quick:
-        print("(--quick: tiny sizes that only check that everything runs; the figures and the "
-              "goals above mean nothing)")
+        print("(--quick: tiny sizes that only check that everything runs; the figures above "
+              "mean nothing)")
     if args.json:
         save_results(res, args.json)
         print(f"wrote {args.json}")

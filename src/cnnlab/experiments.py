@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from cnnlab.cache import cache_dir, cache_path, device_kind, read_row, write_row
@@ -32,7 +33,10 @@ from cnnlab.techniques.overfitting import Augmentation, EarlyStopping
 from cnnlab.train import Hook, fit, progress_enabled
 
 __all__ = [
+    "ModelMaker",
+    "RowExtra",
     "SweepResult",
+    "default_model",
     "default_workers",
     "hooks_for",
     "load_for",
@@ -44,6 +48,8 @@ __all__ = [
     "sweep",
 ]
 
+ModelMaker = Callable[[RunConfig, Dataset, int], nn.Module]  # (config, data, seed) -> model
+RowExtra = Callable[[nn.Module, Dataset], dict[str, Any]]  # (trained model, data) -> row fields
 
 
 def hooks_for(config: RunConfig) -> list[Hook]:
@@ -70,28 +76,62 @@ def load_for(config: RunConfig, seed: int) -> Dataset:
                         val_size=config.val_size)
 
 
-def run(config: RunConfig, seed: int) -> Row:
+def default_model(config: RunConfig, data: Dataset, seed: int) -> nn.Module:
+    """The model :func:`run` trains unless told otherwise: :func:`~cnnlab.models.build_model`
+    (a :class:`~cnnlab.models.SmallCNN`) with ``config``'s width, batch norm and dropout, its
+    initial weights seeded by ``seed``."""
+    return build_model(data.input_shape, data.num_classes, seed=seed, width=config.width,
+                       batch_norm=config.batch_norm, dropout=config.dropout)
+
+
+_RUN_FIT_ARGS = ("model", "data", "epochs", "lr", "batch_size", "optimizer", "momentum",
+                 "weight_decay", "seed", "hooks", "progress")  # what run passes fit itself
+
+
+def run(
+    config: RunConfig,
+    seed: int,
+    *,
+    make_model: ModelMaker | None = None,
+    fit_options: Mapping[str, Any] | None = None,
+    extra: RowExtra | None = None,
+) -> Row:
     """Train ``config`` once with ``seed`` (data split, initial weights and batch order).
 
+    Every training run of the book makes its row here. A runner that trains another model, or
+    trains differently, is a module-level function that calls ``run`` with the options below.
+
+    Args:
+        config: the run; validated first.
+        seed: seeds the data split, the initial weights and the batch order.
+        make_model: ``(config, data, seed) -> model`` (default :func:`default_model`); the model
+            is moved to :func:`~cnnlab.cache.device_kind`'s device.
+        fit_options: more keyword arguments of :func:`~cnnlab.train.fit` (e.g.
+            ``{"channels_last": False}``); not those that ``config`` sets.
+        extra: ``(trained model, data) -> dict`` of fields added to the row (e.g. the accuracy
+            on shifted test images).
     Returns:
         A JSON-ready row: the config fields, ``seed``, the final metrics (``test_acc``,
         ``val_acc``, ``train_acc`` (running, train mode), ``train_eval_acc`` (the training split in
         eval mode), ``train_loss``, ``gap`` = train_eval_acc - test_acc),
-        ``diverged``, ``train_time`` in seconds, per-epoch ``history`` and ``weights``
-        statistics of the trained model.
+        ``diverged``, ``train_time`` in seconds, per-epoch ``history``, ``weights``
+        statistics of the trained model, and ``extra``'s fields.
     """
+    options = dict(fit_options or {})
+    clash = sorted(set(options) & set(_RUN_FIT_ARGS))
+    if clash:
+        raise ValueError(f"Invalid fit_options: {clash} are set by run itself (from the config "
+                         "and the seed)")
     config.validate()
     data = load_for(config, seed)
-    model = build_model(
-        data.input_shape, data.num_classes, seed=seed, width=config.width,
-        batch_norm=config.batch_norm, dropout=config.dropout,
-    ).to(device_kind())
+    model = (make_model or default_model)(config, data, seed).to(device_kind())
     hist = fit(
         model, data, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
         optimizer=config.optimizer, momentum=config.momentum,
         weight_decay=config.weight_decay, seed=seed, hooks=hooks_for(config), progress=False,
+        **options,
     )
-    return {
+    row = {
         **config.to_dict(),
         "seed": seed,
         "test_acc": hist.test_acc,
@@ -105,6 +145,9 @@ def run(config: RunConfig, seed: int) -> Row:
         "history": hist.to_dict(),
         "weights": weight_stats(model),
     }
+    if extra is not None:
+        row.update(extra(model, data))
+    return row
 
 
 def run_cached(

@@ -1,4 +1,5 @@
-"""The article's two-convolution CNN, corrected and configurable.
+"""The article's two-convolution CNN, corrected and configurable, and two one-layer models that
+compare a convolution with a fully connected layer.
 
 The article's listings hard-code ``nn.Linear(64 * 16 * 16, 128)`` for 32x32 inputs, but two 2x2
 max-pools turn 32x32 into 8x8, so the flatten size is ``64 * 8 * 8``. Here the flatten size is
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CNNConfig", "SmallCNN", "build_model"]
+__all__ = ["CNNConfig", "SmallCNN", "build_model", "conv_layer_model", "dense_layer_model"]
 
 
 @dataclass(frozen=True)
@@ -142,3 +143,29 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return SmallCNN(c, num_classes, input_size=(h, w), **kwargs)  # type: ignore[arg-type]
+
+
+def conv_layer_model(input_shape: tuple[int, int, int], num_classes: int, channels: int, *,
+                     kernel_size: int = 3, seed: int = 0) -> nn.Module:
+    """One convolution (same padding) -> ReLU -> flatten -> linear classifier, with seeded
+    initial weights (the caller's global RNG is untouched)."""
+    c, h, w = input_shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(
+            nn.Conv2d(c, channels, kernel_size, padding=kernel_size // 2),  # (B, ch, H, W)
+            nn.ReLU(), nn.Flatten(),  # (B, ch*H*W)
+            nn.Linear(channels * h * w, num_classes))
+
+
+def dense_layer_model(input_shape: tuple[int, int, int], num_classes: int, channels: int, *,
+                      seed: int = 0) -> nn.Module:
+    """The same as :func:`conv_layer_model` with the convolution replaced by a fully connected
+    layer of the same input and output sizes (``C*H*W -> channels*H*W``): no sharing."""
+    c, h, w = input_shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(
+            nn.Flatten(),  # (B, C*H*W)
+            nn.Linear(c * h * w, channels * h * w), nn.ReLU(),  # (B, ch*H*W)
+            nn.Linear(channels * h * w, num_classes))

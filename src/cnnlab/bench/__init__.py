@@ -19,13 +19,13 @@ them alike and the ratios stay meaningful on a shared machine. Parts:
 * ``ddp``: 1 process vs N data-parallel processes of 1 thread each (torchrun, gloo/NCCL), through
   :mod:`cnnlab.parallel`.
 
-The module also holds the runners of the chapter's multi-seed comparisons (one-layer conv vs
+The package also holds the runners of the chapter's multi-seed comparisons (one-layer conv vs
 dense, depthwise-separable SmallCNN, NCHW and bf16 training), usable as ``runner=`` of
 :func:`cnnlab.experiments.sweep`.
 
 The package: :mod:`~cnnlab.bench.core` (configuration), :mod:`~cnnlab.bench.conv`,
 :mod:`~cnnlab.bench.step`, :mod:`~cnnlab.bench.ddp` (the parts), :mod:`~cnnlab.bench.run`
-(the whole run, JSON), :mod:`~cnnlab.bench.report` (tables, goals) and
+(the whole run, JSON), :mod:`~cnnlab.bench.report` (tables, goals checked) and
 :mod:`~cnnlab.bench.runners` (the chapter's runners); the names below are re-exported here.
 """
 
@@ -41,19 +41,14 @@ from cnnlab.bench.conv import (
 )
 from cnnlab.bench.core import BenchConfig
 from cnnlab.bench.ddp import bench_ddp
-from cnnlab.bench.report import format_part, format_table, goals
+from cnnlab.bench.report import Goal, check_goals, format_part, format_table
 from cnnlab.bench.run import PARTS, load_results, run_bench, save_results, tf32
 from cnnlab.bench.runners import (
-    conv_layer_model,
-    dense_layer_model,
-    layer_costs,
     run_bf16,
     run_conv_layer,
     run_dense_layer,
     run_nchw,
     run_separable,
-    shift_image,
-    translation_error,
 )
 from cnnlab.bench.step import (
     STEP_BF16,
@@ -77,6 +72,7 @@ __all__ = [
     "STEP_NCHW",
     "Autocast",
     "BenchConfig",
+    "Goal",
     "bench_conv",
     "bench_ddp",
     "bench_naive",
@@ -84,12 +80,9 @@ __all__ = [
     "bench_separable",
     "bench_threads",
     "bench_train_step",
-    "conv_layer_model",
-    "dense_layer_model",
+    "check_goals",
     "format_part",
     "format_table",
-    "goals",
-    "layer_costs",
     "load_results",
     "run_bench",
     "run_bf16",
@@ -98,7 +91,5 @@ __all__ = [
     "run_nchw",
     "run_separable",
     "save_results",
-    "shift_image",
     "tf32",
-    "translation_error",
 ]

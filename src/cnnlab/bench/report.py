@@ -1,14 +1,17 @@
 """The benchmark as text: each part's table with the absolute figures and the ratios side by
-side, and the goals."""
+side; and targets (:class:`Goal`) checked against the figures (:func:`check_goals`)."""
 
 
 from __future__ import annotations
 
 import math
+import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from cnnlab.bench.conv import CONV_CL, CONV_NCHW
+from cnnlab.bench.conv import CONV_NCHW
 from cnnlab.bench.core import Result
 from cnnlab.bench.run import PARTS
 
@@ -134,24 +137,58 @@ def _ok(part: Result | None) -> bool:
     return bool(part) and "skipped" not in part
 
 
-def goals(res: Result) -> list[tuple[str, float | None, bool | None]]:
-    """The benchmark goals: ``(description, measured value, met)``; ``None`` where not measured.
+_COMPARISONS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
-    channels_last ``F.conv2d`` >= 60% of the measured peak; the im2col ``conv2d`` forward within
-    3x of ``F.conv2d`` (NCHW); 2 data-parallel processes x 1 thread >= 1.4x faster than 1 x 1.
+
+@dataclass(frozen=True)
+class Goal:
+    """A target for one figure of a benchmark result (:func:`check_goals`), e.g.
+    ``Goal("im2col within 3x of F.conv2d", "conv", ("ratio_im2col",), "<=", 3.0, "{:.2f}x")``.
     """
-    peak, conv, ddp = res.get("peak"), res.get("conv"), res.get("ddp")
-    cl = peak["fraction"].get(CONV_CL) if _ok(peak) else None
-    im2col = conv["ratio_im2col"] if _ok(conv) else None
-    speedup = ddp["bench"]["speedup"] if _ok(ddp) else None
-    return [
-        ("channels_last F.conv2d >= 60% of the measured peak", cl,
-         None if cl is None else cl >= 0.6),
-        ("im2col conv2d forward within 3x of F.conv2d (NCHW)", im2col,
-         None if im2col is None else im2col <= 3.0),
-        ("2 data-parallel processes x 1 thread >= 1.4x faster than 1 x 1", speedup,
-         None if speedup is None else speedup >= 1.4),
-    ]
+
+    description: str  # what the goal says, shown beside the figure
+    part: str  # the result's part that holds the figure: "conv", "peak", "ddp", ...
+    key: tuple[str, ...]  # the figure's path inside that part, e.g. ("fraction", CONV_CL)
+    comparison: str  # ">=", "<=", ">" or "<": figure <comparison> threshold is met
+    threshold: float
+    fmt: str = "{:.3g}"  # how the figure is shown (str.format), e.g. "{:.0%}", "{:.2f}x"
+
+    def __post_init__(self) -> None:
+        if self.comparison not in _COMPARISONS:
+            raise ValueError(f"Invalid comparison: {self.comparison!r} (choose from "
+                             f"{list(_COMPARISONS)})")
+        if (not isinstance(self.key, tuple) or not self.key
+                or not all(isinstance(k, str) for k in self.key)):
+            raise ValueError(f"Invalid key: {self.key!r} (a non-empty tuple of names)")
+
+    def show(self, value: float | None) -> str:
+        """``value`` in this goal's format; ``"not measured"`` for ``None``."""
+        return "not measured" if value is None else self.fmt.format(value)
+
+
+def check_goals(res: Result, goals: Sequence[Goal]) -> list[tuple[str, float | None, bool | None]]:
+    """Each goal against a benchmark result: ``(description, measured value, met)``.
+
+    Args:
+        res: :func:`~cnnlab.bench.run.run_bench`'s results, or any dict of parts (``{"conv":
+            bench_conv(cfg), ...}``).
+        goals: the targets, in the order to report them.
+    Returns:
+        One tuple per goal; value and met are ``None`` where the figure was not measured (its
+        part is missing or was skipped, or the part lacks the key).
+    """
+    out: list[tuple[str, float | None, bool | None]] = []
+    for goal in goals:
+        value: Any = res.get(goal.part)
+        if not _ok(value):
+            value = None
+        for name in goal.key:
+            value = value.get(name) if isinstance(value, dict) else None
+        met = None if value is None else bool(_COMPARISONS[goal.comparison](value,
+                                                                             goal.threshold))
+        out.append((goal.description, value, met))
+    return out
 
 
 def _load_note(loads: Sequence[float | None] | None, cores: int | None) -> str:
@@ -175,13 +212,15 @@ def format_part(part: str, result: Result) -> str:
 
 
 def format_table(res: Result, parts: Sequence[str] | None = None, *,
-                 header: bool = True) -> str:
+                 header: bool = True, goals: Sequence[Goal] = ()) -> str:
     """The benchmark as text: absolute figures and ratios side by side, then the goals.
 
     Args:
         res: :func:`run_bench`'s results (or a loaded JSON file of them).
-        parts: the sections to show (default: every part in ``res``, then the goals).
+        parts: the sections to show (default: every part in ``res``).
         header: start with the hardware line and the repeat count.
+        goals: targets to check (:func:`check_goals`), listed last as met, MISSED or not
+            measured (default: none, no goals section).
     """
     hw, cfg = res["hardware"], res["config"]
     lines = []
@@ -198,14 +237,9 @@ def format_table(res: Result, parts: Sequence[str] | None = None, *,
             lines += _FORMATTERS[part](res[part], res)
         else:
             lines.append(f"[{part}] skipped: {res[part].get('skipped', 'not run')}")
-    if parts is None:
+    if goals:
         lines += ["", "goals"]
-        for text, value, met in goals(res):
-            if value is None:
-                lines.append(f"  {text}: not measured")
-            else:
-                shown = f"{value:.0%}" if "peak" in text else f"{value:.2f}x"
-                lines.append(f"  {text}: {shown} -> {'met' if met else 'MISSED'}")
+        for goal, (text, value, met) in zip(goals, check_goals(res, goals)):
+            verdict = "" if met is None else f" -> {'met' if met else 'MISSED'}"
+            lines.append(f"  {text}: {goal.show(value)}{verdict}")
     return "\n".join(lines).lstrip("\n")
-
-

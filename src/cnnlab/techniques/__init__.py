@@ -5,7 +5,7 @@
 * :mod:`~cnnlab.techniques.normalization`: batch normalization (section 4.3).
 * :mod:`~cnnlab.techniques.dropout`: inverted dropout (section 4.4).
 * :mod:`~cnnlab.techniques.conv`: convolution as im2col + matmul, separable convolution,
-  parameter and FLOP counts (section 4.5).
+  parameter and FLOP counts, translation equivariance (section 4.5).
 * :mod:`~cnnlab.techniques.overfitting`: early stopping and data augmentation (FAQ 6.4).
 
 Each is a functional core plus a thin ``nn.Module``, or a :class:`~cnnlab.train.Hook` for
@@ -21,6 +21,9 @@ from cnnlab.techniques.conv import (
     conv_output_size,
     count_params,
     im2col_bytes,
+    layer_costs,
+    shift_image,
+    translation_error,
 )
 from cnnlab.techniques.dropout import Dropout, Dropout2d, dropout, dropout2d
 from cnnlab.techniques.normalization import BatchNorm2d, activation_stats, batch_norm
@@ -61,7 +64,10 @@ __all__ = [
     "im2col_bytes",
     "l1_penalty",
     "l2_penalty",
+    "layer_costs",
     "penalized_parameters",
     "random_affine",
+    "shift_image",
+    "translation_error",
     "weight_stats",
 ]

@@ -16,9 +16,16 @@ For an ``H x W`` input, kernel ``k``, stride ``s`` and padding ``p``:
 
 A depthwise-separable convolution (a per-channel ``k x k`` filter, then a ``1 x 1`` mix) replaces
 ``C_in C_out k^2`` weights and multiply-adds per pixel by ``C_in k^2 + C_in C_out``.
+
+What sharing buys beyond size is translation equivariance: :func:`shift_image` moves images by
+whole pixels, :func:`translation_error` measures how far a layer is from commuting with that
+shift, and :func:`layer_costs` puts a convolution's parameters and FLOPs beside those of the fully
+connected layer with the same input and output sizes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +39,9 @@ __all__ = [
     "conv_output_size",
     "count_params",
     "im2col_bytes",
+    "layer_costs",
+    "shift_image",
+    "translation_error",
 ]
 
 IntPair = int | tuple[int, int]
@@ -308,3 +318,53 @@ def im2col_bytes(
     kh, kw = _pair("kernel_size", kernel_size, 1)
     itemsize = torch.empty((), dtype=dtype).element_size()
     return batch * in_channels * kh * kw * out_h * out_w * itemsize
+
+
+def layer_costs(input_shape: tuple[int, int, int], channels: int, *,
+                kernel_size: int = 3) -> dict[str, int]:
+    """Parameters and FLOPs (per image) of a ``k x k`` convolution with ``channels`` outputs and
+    same padding, and of the fully connected layer with the same input and output sizes.
+
+    Returns:
+        ``conv_params``, ``dense_params``, ``conv_flops``, ``dense_flops`` (a multiply-add
+        counted as 2), ``in_features`` (``C*H*W``) and ``out_features`` (``channels*H*W``).
+    """
+    c, h, w = input_shape
+    conv_params = channels * c * kernel_size ** 2 + channels
+    n_in, n_out = c * h * w, channels * h * w
+    return {"conv_params": conv_params,
+            "dense_params": n_in * n_out + n_out,
+            "conv_flops": conv2d_flops(c, channels, kernel_size, h, w),
+            "dense_flops": 2 * n_in * n_out,
+            "in_features": n_in, "out_features": n_out}
+
+
+def shift_image(x: Tensor, dy: int, dx: int, *, fill: float = 0.0) -> Tensor:
+    """Shift images ``(..., H, W)`` by ``(dy, dx)`` pixels (down, right), filling the uncovered
+    pixels with ``fill`` (no wrap-around)."""
+    out = torch.full_like(x, fill)
+    h, w = x.shape[-2:]
+    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    out[..., yd, xd] = x[..., ys, xs]
+    return out
+
+
+def translation_error(layer: Callable[[Tensor], Tensor], x: Tensor, *, shift: int = 1,
+                      out_shape: tuple[int, int, int] | None = None, border: int = 2) -> float:
+    """How far ``layer`` is from translation equivariance: ``max |layer(shift(x)) -
+    shift(layer(x))|`` over the interior (``border`` pixels from the edges are ignored, where
+    shifted-in zeros and padding differ anyway), relative to ``max |layer(x)|``.
+
+    A convolution gives ~0 (shift the input, the feature map shifts); a fully connected layer
+    does not. ``out_shape`` ``(C, H, W)`` reshapes a flat output into a map.
+    """
+    with torch.no_grad():
+        a = layer(shift_image(x, shift, shift))
+        b = layer(x)
+        if out_shape is not None:
+            a, b = a.reshape(-1, *out_shape), b.reshape(-1, *out_shape)
+        b = shift_image(b, shift, shift)
+        m = border + shift
+        err = (a - b)[..., m:-m, m:-m].abs().max()
+        return float(err / b.abs().max().clamp_min(1e-12))
