@@ -7,15 +7,17 @@ From the repository root (any machine; runs on a GPU when PyTorch sees one)::
     python scripts/choosing_full_ablation.py --workers 12 --seeds 5 \\
         --out book/data/ablation_full.json
 
-Every (configuration, seed) is trained by ``cnnlab.experiments.run_cached`` (cached under
-CNNLAB_CACHE, so an interrupted run resumes) in a ``cnnlab.pool.WorkerPool`` of ``--workers``
-processes (one torch thread each); the output file
-is rewritten after each finished run, so a run stopped early leaves the finished rows behind.
+The techniques are the chapter's own: its ``TECHNIQUES = {...}`` is read from book/choosing.md, so
+the two never differ. Every (configuration, seed) is trained by
+``cnnlab.experiments.run_cached`` (cached under CNNLAB_CACHE, so an interrupted run resumes) in a
+``cnnlab.pool.WorkerPool`` of ``--workers`` processes (one torch thread each); the output file is
+rewritten after each finished run, so a run stopped early leaves the finished rows behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -24,6 +26,7 @@ import sys
 import time
 from concurrent.futures import as_completed
 from pathlib import Path
+from typing import Any
 
 from cnnlab.config import RunConfig
 from cnnlab.data import load_dataset
@@ -34,6 +37,26 @@ from cnnlab.pool import WorkerPool
 
 # The same recipe as the page's small-data ablation, on all training images.
 BASE = RunConfig("fashion_mnist", train_size=None, width=8, epochs=12, lr=0.05, batch_size=64)
+CHAPTER = Path(__file__).resolve().parent.parent / "book" / "choosing.md"
+
+
+def chapter_literal(path: Path, name: str) -> Any:
+    """The value of the one statement ``NAME = <literal>`` at the start of a line of a chapter's
+    source (a MyST notebook), parsed with ``ast`` and evaluated with ``ast.literal_eval``."""
+    lines = path.read_text(encoding="utf8").splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(f"{name} = ")]
+    if len(starts) != 1:
+        raise ValueError(f"{path} has {len(starts)} lines that start with '{name} = ' (need one)")
+    start = starts[0]
+    for end in range(start + 1, len(lines) + 1):  # the shortest run of lines that parses
+        try:
+            statement = ast.parse("\n".join(lines[start:end])).body[0]
+        except SyntaxError:
+            continue
+        if not isinstance(statement, ast.Assign):
+            raise ValueError(f"{path}: '{name} = ...' is not an assignment")
+        return ast.literal_eval(statement.value)  # ValueError if it is not a literal
+    raise ValueError(f"{path}: the statement '{name} = ...' does not parse")
 
 
 def _write(path: Path, payload: dict) -> None:
@@ -54,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     base = RunConfig(**{**BASE.to_dict(), "train_size": args.train_size, "epochs": args.epochs})
-    configs = ablation_configs(base)
+    configs = ablation_configs(base, chapter_literal(CHAPTER, "TECHNIQUES"))
     if args.only:
         unknown = set(args.only) - set(configs)
         if unknown:

@@ -3,7 +3,11 @@ the published-benchmark reader."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -13,6 +17,7 @@ from torch.testing import assert_close
 
 from cnnlab.config import RunConfig
 from cnnlab.evaluation import (
+    ablation_configs,
     accuracy,
     compare_configs,
     confusion_matrix,
@@ -179,21 +184,73 @@ def test_compare_configs_validates_before_training(tmp_cache) -> None:
 
 
 def test_ablation_configs_adds_one_technique_at_a_time() -> None:
-    from cnnlab.evaluation import ablation_configs
-
     base = RunConfig("digits", 100, epochs=3)
-    configs = ablation_configs(base, dropout=0.3, weight_decay=1e-3, patience=2)
-    assert list(configs) == ["baseline", "+BN", "+dropout", "+weight decay", "+augmentation",
-                             "+early stopping", "all together"]
+    techniques = {"+BN": {"batch_norm": True}, "+dropout": {"dropout": 0.3},
+                  "+wd and l2": {"weight_decay": 1e-3, "l2": 1e-4}}
+    configs = ablation_configs(base, techniques)
+    assert list(configs) == ["baseline", "+BN", "+dropout", "+wd and l2", "all together"]
     assert configs["baseline"] is base
     assert configs["+BN"] == RunConfig("digits", 100, epochs=3, batch_norm=True)
-    assert configs["+dropout"].dropout == 0.3 and configs["+weight decay"].weight_decay == 1e-3
-    assert configs["+augmentation"].augment and configs["+early stopping"].early_stopping == 2
+    assert configs["+dropout"] == RunConfig("digits", 100, epochs=3, dropout=0.3)
+    assert configs["+wd and l2"] == RunConfig("digits", 100, epochs=3, weight_decay=1e-3, l2=1e-4)
     assert configs["all together"] == RunConfig(
-        "digits", 100, epochs=3, batch_norm=True, dropout=0.3, weight_decay=1e-3, augment=True,
-        early_stopping=2)
-    with pytest.raises(ValueError, match="Invalid early_stopping"):
-        ablation_configs(base, patience=0)
+        "digits", 100, epochs=3, batch_norm=True, dropout=0.3, weight_decay=1e-3, l2=1e-4)
+
+
+@pytest.mark.parametrize(("techniques", "match"), [
+    ({"+early stopping": {"early_stopping": 0}}, "Invalid early_stopping"),  # validated
+    ({"+x": {"dropuot": 0.5}}, "Invalid field of technique '\\+x': 'dropuot'"),
+    ({"baseline": {"dropout": 0.5}}, "Invalid technique name: 'baseline'"),
+    ({"a": {"dropout": 0.5}, "b": {"dropout": 0.2}}, "'a' and 'b' both set 'dropout'"),
+    ({}, "need at least one"),
+])
+def test_ablation_configs_rejects_bad_techniques(techniques, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        ablation_configs(RunConfig(), techniques)
+
+
+def _full_ablation_script() -> ModuleType:
+    path = Path(__file__).resolve().parent.parent / "scripts" / "choosing_full_ablation.py"
+    spec = importlib.util.spec_from_file_location("_choosing_full_ablation", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_full_ablation_script_reads_the_chapters_techniques() -> None:
+    script = _full_ablation_script()
+    techniques = script.chapter_literal(script.CHAPTER, "TECHNIQUES")
+    assert techniques == {"+BN": {"batch_norm": True}, "+dropout": {"dropout": 0.5},
+                          "+weight decay": {"weight_decay": 5e-4},
+                          "+augmentation": {"augment": True},
+                          "+early stopping": {"early_stopping": 3}}
+    # the runs the chapter's ablation has always trained (their cache keys are these configs)
+    small = RunConfig("digits", train_size=1000, width=8, epochs=12, lr=0.05, batch_size=64)
+    every = replace(small, batch_norm=True, dropout=0.5, weight_decay=5e-4, augment=True,
+                    early_stopping=3)
+    assert ablation_configs(small, techniques) == {
+        "baseline": small, "+BN": replace(small, batch_norm=True),
+        "+dropout": replace(small, dropout=0.5), "+weight decay": replace(small, weight_decay=5e-4),
+        "+augmentation": replace(small, augment=True),
+        "+early stopping": replace(small, early_stopping=3), "all together": every}
+
+
+def test_chapter_literal_finds_one_literal_assignment(tmp_path: Path) -> None:
+    chapter_literal = _full_ablation_script().chapter_literal
+    md = tmp_path / "ch.md"
+    md.write_text('text\n```{code-cell}\n%matplotlib inline\nX = {  # a comment\n    "a": [1, 2],'
+                  '\n    "b": {"c": None},\n}\nY = X\n```\nTHE X = 3 in prose\n')
+    assert chapter_literal(md, "X") == {"a": [1, 2], "b": {"c": None}}
+    with pytest.raises(ValueError, match="0 lines that start with 'Z = '"):
+        chapter_literal(md, "Z")
+    with pytest.raises(ValueError):  # not a literal
+        chapter_literal(md, "Y")
+    md.write_text("X = 1\nX = 2\n")
+    with pytest.raises(ValueError, match="2 lines that start with 'X = '"):
+        chapter_literal(md, "X")
+    md.write_text("X = {1,\n")
+    with pytest.raises(ValueError, match="does not parse"):
+        chapter_literal(md, "X")
 
 
 # ----------------------------------------------------------------------------- reporting

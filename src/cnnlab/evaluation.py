@@ -9,12 +9,13 @@ each of them; what they mean (and why one run misleads) is the chapter's job.
   :func:`accuracy` work on label tensors and are checked against scikit-learn.
 * :func:`stratified_k_fold` and :func:`cross_validate` split a training set into ``k`` folds
   that keep the class shares and train one model per fold with :func:`~cnnlab.train.fit`.
-* :func:`compare_configs` runs named :class:`~cnnlab.experiments.RunConfig` s (an ablation) over
+* :func:`compare_configs` runs named :class:`~cnnlab.config.RunConfig` s (an ablation) over
   seeds through the on-disk run cache and summarizes them as mean and 95% CI.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cnnlab.config import Row, RunConfig
 from cnnlab.data import Dataset
 from cnnlab.experiments import run_jobs, seeds_of
 from cnnlab.stats import confidence_interval, summarize
@@ -40,8 +42,6 @@ __all__ = [
     "predict",
     "stratified_k_fold",
 ]
-
-Row = dict[str, Any]
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -223,30 +223,35 @@ def cross_validate(
 
 
 def ablation_configs(
-    base: Any,
-    *,
-    dropout: float = 0.5,
-    weight_decay: float = 5e-4,
-    patience: int = 3,
-) -> dict[str, Any]:
-    """The book's ablation: ``base`` alone, with each technique added on its own, and with all.
+    base: RunConfig, techniques: Mapping[str, Mapping[str, Any]]
+) -> dict[str, RunConfig]:
+    """An ablation: ``base`` alone, with each technique added on its own, and with all of them.
 
     Args:
-        base: a :class:`~cnnlab.experiments.RunConfig` with every technique off.
-        dropout: the dropout rate of ``+dropout`` (before the fully connected layers).
-        weight_decay: SGD's weight decay of ``+weight decay``.
-        patience: epochs of patience of ``+early stopping``.
+        base: a :class:`~cnnlab.config.RunConfig` with every technique off.
+        techniques: ``name -> {field: value}``, the :class:`~cnnlab.config.RunConfig` fields
+            that switch each technique on, e.g. ``{"+BN": {"batch_norm": True},
+            "+dropout": {"dropout": 0.5}}``. No two may set the same field.
     Returns:
-        ``{"baseline", "+BN", "+dropout", "+weight decay", "+augmentation", "+early stopping",
-        "all together"}`` -> RunConfig, in that order.
+        ``{"baseline": base, <each name>: base with that change, "all together": base with
+        every change}``, in that order; every configuration validated.
     """
-    techniques = {
-        "+BN": {"batch_norm": True},
-        "+dropout": {"dropout": dropout},
-        "+weight decay": {"weight_decay": weight_decay},
-        "+augmentation": {"augment": True},
-        "+early stopping": {"early_stopping": patience},
-    }
+    if not techniques:
+        raise ValueError("Invalid techniques: need at least one")
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    owner: dict[str, str] = {}
+    for name, change in techniques.items():
+        if name in ("baseline", "all together"):
+            raise ValueError(f"Invalid technique name: {name!r} (the ablation's own rows are "
+                             "'baseline' and 'all together')")
+        for key in change:
+            if key not in fields:
+                raise ValueError(f"Invalid field of technique {name!r}: {key!r} (not a "
+                                 "RunConfig field)")
+            if key in owner:
+                raise ValueError(f"Invalid techniques: {owner[key]!r} and {name!r} both set "
+                                 f"{key!r}, so 'all together' is not defined")
+            owner[key] = name
     configs = {"baseline": base}
     for name, change in techniques.items():
         configs[name] = replace(base, **change)
@@ -258,14 +263,14 @@ def ablation_configs(
 
 
 def compare_configs(
-    configs: Mapping[str, Any],
+    configs: Mapping[str, RunConfig],
     seeds: int | Sequence[int] = 5,
     *,
     metrics: Sequence[str] = ("test_acc", "val_acc", "train_acc", "train_eval_acc", "gap",
                               "train_time"),
     **sweep_kwargs: Any,
 ) -> tuple[list[Row], list[Row]]:
-    """Run named :class:`~cnnlab.experiments.RunConfig` s (e.g. an ablation) over seeds.
+    """Run named :class:`~cnnlab.config.RunConfig` s (e.g. an ablation) over seeds.
 
     All (configuration, seed) runs go through :func:`cnnlab.experiments.run_jobs` together: they
     are cached on disk under the same keys as ``run_cached(config, seed)`` and share the worker
