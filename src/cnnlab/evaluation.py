@@ -233,8 +233,9 @@ def ablation_configs(
             that switch each technique on, e.g. ``{"+BN": {"batch_norm": True},
             "+dropout": {"dropout": 0.5}}``. No two may set the same field.
     Returns:
-        ``{"baseline": base, <each name>: base with that change, "all together": base with
-        every change}``, in that order; every configuration validated.
+        ``name -> RunConfig``, each validated, in this order. ``"baseline"`` is ``base``, each
+        technique's name maps to ``base`` with that change, and ``"all together"`` to ``base``
+        with every change.
     """
     if not techniques:
         raise ValueError("Invalid techniques: need at least one")

@@ -336,7 +336,7 @@ def start_workers(*datasets: str, workers: int | None = None) -> list[Future[Wor
 
 def _run_parallel(
     jobs: list[tuple[RunConfig, int]], todo: list[int], rows: list[Row | None], pool: WorkerPool,
-    kwargs: dict[str, Any], bar: Any,
+    kwargs: dict[str, Any], bar: tqdm,
 ) -> list[int]:
     """Run ``todo`` in ``pool``'s worker processes, filling ``rows``; returns what is left
     undone (only non-empty if the pool broke, e.g. a worker was killed)."""

@@ -36,7 +36,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -131,7 +131,7 @@ def train_epoch(
     *,
     rank: int = 0,
     world_size: int = 1,
-    on_step: Any = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> float:
     """One epoch over ``batches`` (global index batches); returns the mean training loss.
 
@@ -209,7 +209,7 @@ def _sgd(model: nn.Module, cfg: ParallelConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
 
 
-def _failure(cfg: ParallelConfig, ctx: DistContext) -> Any:
+def _failure(cfg: ParallelConfig, ctx: DistContext) -> Callable[[int], None] | None:
     if cfg.fail_rank is None or cfg.fail_rank != ctx.rank:
         return None
 

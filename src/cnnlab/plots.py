@@ -14,14 +14,18 @@ import io
 import json
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from torch import Tensor
 
+from cnnlab.experiments import SweepResult
 from cnnlab.stats import collapsed, hashable
+from cnnlab.train import History
 
 __all__ = [
     "LABELS",
@@ -38,9 +42,11 @@ __all__ = [
 ]
 
 Row = dict[str, Any]
+HistoryLike = History | Mapping[str, Sequence[float]]  # a History or its dict
 
 
-def _new_axes(ax: Any = None, figsize: tuple[float, float] = (5.5, 3.5)) -> tuple[Figure, Any]:
+def _new_axes(ax: Axes | None = None, figsize: tuple[float, float] = (5.5, 3.5)
+              ) -> tuple[Figure, Axes]:
     if ax is not None:
         return ax.figure, ax
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
@@ -80,8 +86,8 @@ def label_of(name: str) -> str:
     return LABELS.get(name, name.replace("_", " "))
 
 
-def shared_ylim(*summaries: Any, metric: str = "test_acc", pad: float = 0.02
-                ) -> tuple[float, float]:
+def shared_ylim(*summaries: SweepResult | Sequence[Row], metric: str = "test_acc",
+                pad: float = 0.02) -> tuple[float, float]:
     """One y-range that holds every mean and interval of ``metric`` in all ``summaries``
     (SweepResults or summary rows), and every run of a SweepResult (the dots of
     :func:`plot_sweep`), for figures that are meant to be compared side by side."""
@@ -114,11 +120,11 @@ def _positions(values: Sequence[Any]) -> tuple[list[float], list[str], bool]:
 
 
 def plot_sweep(
-    summary: Sequence[Row] | Any,
+    summary: SweepResult | Sequence[Row],
     metric: str = "test_acc",
     *,
     param: str | None = None,
-    ax: Any = None,
+    ax: Axes | None = None,
     label: str | None = None,
     logx: bool = False,
     marker: str = "o",
@@ -187,7 +193,8 @@ def plot_sweep(
 
 
 def plot_histories(
-    histories: Mapping[str, Any], metric: str = "val_acc", *, ax: Any = None
+    histories: Mapping[str, HistoryLike | Sequence[HistoryLike]], metric: str = "val_acc", *,
+    ax: Axes | None = None,
 ) -> Figure:
     """One curve per run: ``metric`` per epoch. Values are Histories or their dicts; a list of
     them is drawn as a mean curve with a band from min to max."""
@@ -214,7 +221,8 @@ def plot_histories(
 
 
 def plot_weight_hist(
-    weights: Mapping[str, Any], *, bins: int = 60, ax: Any = None, log: bool = True,
+    weights: Mapping[str, Tensor | Iterable[Tensor]], *, bins: int = 60, ax: Axes | None = None,
+    log: bool = True,
     range_: tuple[float, float] | None = None,
 ) -> Figure:
     """Overlaid histograms of weight values; each value is a tensor or an iterable of tensors."""
@@ -235,7 +243,8 @@ def plot_weight_hist(
 
 
 def image_grid(
-    x: Any, y: Any, classes: Sequence[str], *, n: int = 10, per_class: bool = True
+    x: Tensor | np.ndarray, y: Tensor | np.ndarray, classes: Sequence[str], *, n: int = 10,
+    per_class: bool = True,
 ) -> Figure:
     """A grid of example images (first channel or RGB), one column per class when
     ``per_class``: ``n`` rows of examples of each class."""
@@ -319,7 +328,7 @@ def slider_html(
 
 
 def sweep_slider(
-    result: Any,
+    result: SweepResult,
     metric: str = "test_acc",
     *,
     logx: bool = False,

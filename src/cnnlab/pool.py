@@ -19,9 +19,10 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -35,6 +36,8 @@ __all__ = [
     "shutdown_session_pool",
     "worker_state",
 ]
+
+T = TypeVar("T")  # what a submitted function returns
 
 # In a worker process: the datasets its initializer read (reported by worker_state).
 _DATASETS_READ: list[str] = []
@@ -114,7 +117,7 @@ class WorkerPool:
         pool = self._pool()
         return [pool.submit(worker_state) for _ in range(self.workers)]
 
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` in a worker (``fn`` must be importable by name)."""
         return self._pool().submit(fn, *args, **kwargs)
 

@@ -8,20 +8,22 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import ipywidgets as w
+import matplotlib.pyplot as plt
+from IPython.display import display
 from matplotlib.figure import Figure
 
-from cnnlab.config import RunConfig, Runner
+from cnnlab.config import Row, RunConfig, Runner
 from cnnlab.experiments import SweepResult, run, sweep
 from cnnlab.plots import plot_sweep, value_label
 from cnnlab.stats import summarize
 
 __all__ = ["PanelState", "describe", "sweep_panel"]
-
-Row = dict[str, Any]
 
 
 def _pct(x: float) -> str:
@@ -47,7 +49,7 @@ class PanelState:
     param: str  # the field the slider sets
     metric: str = "test_acc"  # what the figure and the message report
     runner: Runner = run  # how one (config, seed) is trained
-    cache: Any = None  # cache folder (None: the default)
+    cache: str | os.PathLike | None = None  # cache folder (None: the default)
     logx: bool = False  # logarithmic x axis in the figure
     rows: list[Row] = field(default_factory=list)
 
@@ -95,13 +97,9 @@ def sweep_panel(
     logx: bool = False,
     runner: Runner = run,
     value: Any = None,
-) -> Any:
+) -> w.VBox:
     """A live panel: a slider over ``options`` for ``param``, a seed count, a Train button and
     the figure of every value trained so far. Needs a running kernel (local or Colab)."""
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
     state = PanelState(base=base, param=param, metric=metric, runner=runner, logx=logx)
     slider = w.SelectionSlider(options=list(options), value=value if value is not None
                                else options[len(options) // 2], description=param,
@@ -111,7 +109,7 @@ def sweep_panel(
     message = w.HTML()
     out = w.Output()
 
-    def on_click(_: Any) -> None:
+    def on_click(_: w.Button) -> None:
         button.disabled = True
         message.value = f"training {param} = {slider.value} over {n_seeds.value} seeds..."
         try:

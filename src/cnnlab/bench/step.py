@@ -155,6 +155,8 @@ def _fx_cache_counts() -> tuple[int, int]:
     """Inductor's on-disk graph cache so far in this process: (hits, misses). A hit reuses code
     compiled by an earlier run, so the compile time then is far below a cold compile's."""
     try:
+        # Here, not at the top: a private module (it may be missing or move), and importing it
+        # pulls in TorchDynamo (~1.4 s); only the compile variant reads it.
         from torch._dynamo.utils import counters
 
         c = counters["inductor"]

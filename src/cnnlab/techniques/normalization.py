@@ -183,7 +183,7 @@ def activation_stats(
     handles = []
 
     def make_hook(name: str):
-        def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
             out = output.detach().float()
             records.append(
                 {
