@@ -43,8 +43,8 @@ def errorbar_data(ax):
     data_line, _caps, (bars,) = ax.containers[0].lines
     x, y = data_line.get_data()
     segments = bars.get_segments()
-    return (list(x), list(y), [min(s[:, 1]) for s in segments],
-            [max(s[:, 1]) for s in segments])
+    bounds = [(min(s[:, 1]), max(s[:, 1])) if len(s) else (None, None) for s in segments]
+    return list(x), list(y), [lo for lo, _ in bounds], [hi for _, hi in bounds]
 
 
 def dashed_x(ax):
@@ -84,8 +84,8 @@ def test_plot_sweep_draws_mean_interval_and_runs_and_marks_collapse():
     assert low[0] == pytest.approx(res.summary[0]["test_acc_low"])
     assert high[0] == pytest.approx(res.summary[0]["test_acc_high"])
     assert low[0] < y[0] < high[0]
-    # p = 0.5 has a diverged (collapsed) run: no interval, a bar of length zero, and a mark
-    assert math.isnan(res.summary[1]["test_acc_low"]) and low[1] == high[1] == y[1]
+    # p = 0.5 has a diverged (collapsed) run: no interval, no bar, and a mark
+    assert math.isnan(res.summary[1]["test_acc_low"]) and low[1] is high[1] is None
     assert [(t.get_text(), t.xy[0]) for t in ax.texts] == [("1/3 collapsed", 0.5)]
     assert ax.texts[0].xy[1] == pytest.approx(means[1])
     (dots,) = [line for line in ax.lines if line.get_marker() == "."]
@@ -100,11 +100,11 @@ def test_plot_sweep_draws_mean_interval_and_runs_and_marks_collapse():
 def test_plot_sweep_of_plain_rows_draws_the_given_metric():
     rows = [{"width": 4, "gap": 0.25, "gap_low": 0.125, "gap_high": 0.5},
             {"width": 8, "gap": 0.0625, "gap_low": 0.0, "gap_high": 0.125},
-            {"width": 16, "gap": 0.5}]  # no interval: a bar of length zero
+            {"width": 16, "gap": 0.5}]  # no interval: no bar
     fig = plot_sweep(rows, "gap", param="width", label="mine", highlight=8)
     ax = fig.axes[0]
-    assert errorbar_data(ax) == ([4.0, 8.0, 16.0], [0.25, 0.0625, 0.5], [0.125, 0.0, 0.5],
-                                 [0.5, 0.125, 0.5])
+    assert errorbar_data(ax) == ([4.0, 8.0, 16.0], [0.25, 0.0625, 0.5], [0.125, 0.0, None],
+                                 [0.5, 0.125, None])
     assert dashed_x(ax) == [8.0] and len(ax.texts) == 0
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["mine"]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("width (channels)",

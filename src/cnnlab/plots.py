@@ -135,6 +135,7 @@ def plot_sweep(
 
     Where runs collapsed (see :func:`cnnlab.stats.collapsed`) the summary has no interval: the
     mean is drawn without a bar and marked ``"k/n collapsed"``; the dots show the two outcomes.
+    A value with one seed has no interval either, and no bar.
 
     Args:
         summary: a :class:`~cnnlab.experiments.SweepResult` or its ``summary`` rows.
@@ -161,7 +162,7 @@ def plot_sweep(
     mean = np.array([s[metric] for s in summary], dtype=float)
     low = np.array([s.get(f"{metric}_low", np.nan) for s in summary], dtype=float)
     high = np.array([s.get(f"{metric}_high", np.nan) for s in summary], dtype=float)
-    yerr = np.vstack([np.nan_to_num(mean - low), np.nan_to_num(high - mean)])
+    yerr = np.vstack([mean - low, high - mean])  # NaN (no interval: one seed, or collapse): no bar
     fig, ax = _new_axes(ax)
     container = ax.errorbar(xs, mean, yerr=yerr, marker=marker, capsize=3, label=label)
     color = container[0].get_color()

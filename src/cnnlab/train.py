@@ -255,7 +255,8 @@ def fit(
     channels_last: bool = True,
 ) -> History:
     """Train ``model`` on ``data.train``, evaluating on ``data.val`` each epoch and on ``data.test``
-    and (in eval mode) ``data.train`` at the end. Mini-batches are drawn by a seeded permutation of preloaded tensors (no DataLoader).
+    and (in eval mode) ``data.train`` at the end. Mini-batches are drawn by a seeded permutation of
+    preloaded tensors (no DataLoader).
 
     Args:
         model: any classifier; it trains on the device its parameters are on (CPU or CUDA).
