@@ -40,3 +40,14 @@ def test_unknown_dataset_is_rejected(capsys):
     with pytest.raises(SystemExit):
         main(["sweep", "--dataset", "imagenet", "--param", "lr", "--values", "0.1"])
     assert "imagenet" in capsys.readouterr().err
+
+
+def test_one_seed_claims_no_interval(tmp_path, tmp_cache, capsys):
+    code = main(["sweep", "--param", "dropout", "--values", "0", "--seeds", "1", "--epochs", "1",
+                 "--width", "4", "--workers", "1", "--out", str(tmp_path)])
+    assert code == 0
+    assert "(1 seed: no interval) over 1 seed." in capsys.readouterr().out
+    with (tmp_path / "summary.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["n"] == "1" and row["test_acc"] != ""
+    assert row["test_acc_low"] == row["test_acc_high"] == ""  # empty, not a copy of the mean

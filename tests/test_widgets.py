@@ -43,9 +43,13 @@ def test_divergence_is_reported(tmp_cache):
 
 
 def test_describe():
-    s = {"p": 0.1, "test_acc": 0.9, "test_acc_low": 0.88, "test_acc_high": 0.92, "n": 1,
+    s = {"p": 0.1, "test_acc": 0.9, "test_acc_low": 0.88, "test_acc_high": 0.92, "n": 3,
          "n_diverged": 0}
-    assert describe(s, "p") == "p = 0.1: test_acc 90.0% (95% CI 88.0%-92.0%) over 1 seed."
+    assert describe(s, "p") == "p = 0.1: test_acc 90.0% (95% CI 88.0%-92.0%) over 3 seeds."
+    one = {**s, "n": 1, "test_acc_low": float("nan"), "test_acc_high": float("nan")}
+    assert describe(one, "p") == "p = 0.1: test_acc 90.0% (1 seed: no interval) over 1 seed."
+    bad = {**s, "n": 5, "n_collapsed": 2, "test_acc_low": float("nan")}
+    assert describe(bad, "p") == "p = 0.1: test_acc 90.0% (2 of 5 runs collapsed) over 5 seeds."
 
 
 def test_sweep_panel_builds_and_its_button_trains(tmp_cache):

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
+import signal
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
@@ -22,15 +24,17 @@ from pathlib import Path
 import matplotlib
 
 from cnnlab.bench import PARTS, BenchConfig, format_table, run_bench, save_results, tf32
+from cnnlab.cache import cache_dir
 from cnnlab.config import Row, RunConfig
 from cnnlab.data import DATASETS
-from cnnlab.experiments import sweep
+from cnnlab.experiments import cached_runs, sweep, sweep_jobs
 from cnnlab.plots import figure_to_png, plot_sweep
+from cnnlab.pool import WorkerPool
 from cnnlab.widgets import describe
 
 __all__ = ["build_parser", "main", "parse_value"]
 
-SUMMARY_METRICS = ("test_acc", "train_acc", "gap")
+SUMMARY_METRICS = ("test_acc", "val_acc", "train_acc", "train_eval_acc", "gap")
 
 
 def parse_value(text: str) -> bool | int | float | str | None:
@@ -52,12 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cnnlab",
         description="CNN Lab from a terminal: train a small CNN over several values of one "
-        "setting and several seeds; report mean test accuracy with a 95%% confidence interval.",
+        "setting and several seeds; report mean test accuracy with a 95% confidence interval.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sw = sub.add_parser(
         "sweep", help="sweep one setting over values x seeds; write a CSV and a PNG plot",
         description="Runs are cached (CNNLAB_CACHE), so an interrupted sweep resumes.",
+        epilog="example:\n  python -m cnnlab sweep --dataset digits --param dropout "
+               "--values 0 0.25 0.5 --seeds 3",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     defaults = RunConfig()
     sw.add_argument("--dataset", default=defaults.dataset, choices=DATASETS)
@@ -90,7 +97,9 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
         "bench", help="measure convolutions, the peak, training steps and data-parallel scaling",
         description="Times every variant of a table in one run, interleaved, and reports "
         "medians: absolute figures (ms, GFLOP/s) and ratios side by side, with the CPU model "
-        "and thread count. See cnnlab.bench.")
+        "and thread count. See cnnlab.bench.",
+        epilog="example:\n  python -m cnnlab bench --parts conv peak --threads 1",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="where to measure (cuda synchronizes around every timing)")
     b.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, metavar="PART",
@@ -119,6 +128,11 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--json", type=Path, default=None, help="also save the figures here")
 
 
+def _csv_value(value: object) -> object:
+    """What a CSV cell holds: nothing for a missing number (e.g. no interval from one seed)."""
+    return "" if isinstance(value, float) and math.isnan(value) else value
+
+
 def _write_csv(path: Path, rows: list[Row]) -> None:
     keys: list[str] = []
     for r in rows:
@@ -126,20 +140,57 @@ def _write_csv(path: Path, rows: list[Row]) -> None:
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: _csv_value(v) for k, v in r.items()} for r in rows)
+
+
+class _Stopped(Exception):
+    """A SIGTERM, raised in the main thread like the KeyboardInterrupt of a SIGINT."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise _Stopped(signum)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")  # files only, no window
     overrides = {f.name: getattr(args, f.name) for f in fields(RunConfig)}
     base = RunConfig(**overrides)
+    use_cache = not args.no_cache
     try:
-        result = sweep(base, args.param, args.values, args.seeds, progress=True,
-                       use_cache=not args.no_cache, metrics=SUMMARY_METRICS,
-                       workers=args.workers)
+        jobs = sweep_jobs(base, args.param, args.values, args.seeds)
+        for config, _ in jobs:
+            config.validate()
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    pool = WorkerPool(args.workers) if args.workers > 1 else None
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        result = sweep(base, args.param, args.values, args.seeds, progress=True,
+                       use_cache=use_cache, metrics=SUMMARY_METRICS, workers=args.workers,
+                       pool=pool)
+    except (KeyboardInterrupt, _Stopped) as exc:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
+        signum = exc.signum if isinstance(exc, _Stopped) else signal.SIGINT
+        if pool is not None:
+            pool.terminate()
+        print(file=sys.stderr)
+        if use_cache:
+            done = cached_runs(jobs, cache=None)
+            print(f"interrupted: {done} of {len(jobs)} runs are finished and saved in "
+                  f"{cache_dir()}; run the same command again to resume from them.",
+                  file=sys.stderr)
+        else:
+            print("interrupted (--no-cache: nothing was saved).", file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if pool is not None:
+            pool.shutdown()
     args.out.mkdir(parents=True, exist_ok=True)
     _write_csv(args.out / "sweep.csv", result.rows)
     _write_csv(args.out / "summary.csv", result.summary)

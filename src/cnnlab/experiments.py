@@ -36,6 +36,7 @@ __all__ = [
     "ModelMaker",
     "RowExtra",
     "SweepResult",
+    "cached_runs",
     "default_model",
     "default_workers",
     "hooks_for",
@@ -46,6 +47,7 @@ __all__ = [
     "seeds_of",
     "start_workers",
     "sweep",
+    "sweep_jobs",
 ]
 
 ModelMaker = Callable[[RunConfig, Dataset, int], nn.Module]  # (config, data, seed) -> model
@@ -225,19 +227,32 @@ def sweep(
     Returns:
         A :class:`SweepResult`.
     """
+    jobs = sweep_jobs(base, param, values, seeds)
+    done = run_jobs(jobs, runner=runner, cache=cache, use_cache=use_cache, progress=progress,
+                    workers=workers, pool=pool, desc=f"sweep {param}",
+                    label=lambda config: {param: getattr(config, param)})
+    return SweepResult(param=param, values=list(values), rows=done,
+                       summary=summarize(done, param, metrics))
+
+
+def sweep_jobs(base: RunConfig, param: str, values: Sequence[Any],
+               seeds: int | Sequence[int]) -> list[tuple[RunConfig, int]]:
+    """The ``(config, seed)`` runs of :func:`sweep`, in its order (value by value)."""
     names = {f.name for f in fields(RunConfig)}
     if param not in names:
         raise ValueError(f"Unknown sweep parameter: {param!r} (a RunConfig field: {sorted(names)})")
     if not values:
         raise ValueError("Invalid values: the sweep needs at least one value")
     seed_list = seeds_of(seeds)
-    configs = [replace(base, **{param: v}) for v in values]
-    jobs = [(c, s) for c in configs for s in seed_list]
-    done = run_jobs(jobs, runner=runner, cache=cache, use_cache=use_cache, progress=progress,
-                    workers=workers, pool=pool, desc=f"sweep {param}",
-                    label=lambda config: {param: getattr(config, param)})
-    return SweepResult(param=param, values=list(values), rows=done,
-                       summary=summarize(done, param, metrics))
+    return [(replace(base, **{param: v}), s) for v in values for s in seed_list]
+
+
+def cached_runs(jobs: Sequence[tuple[RunConfig, int]], *, runner: Runner = run,
+                cache: str | os.PathLike | None = None) -> int:
+    """How many of ``jobs`` are finished and saved in the cache (what a rerun will not train
+    again)."""
+    return sum(read_row(cache_path(config, seed, runner, cache)) is not None
+               for config, seed in jobs)
 
 
 def run_jobs(

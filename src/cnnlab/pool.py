@@ -19,8 +19,10 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -78,6 +80,23 @@ def worker_state() -> WorkerState:
                        datasets_read=tuple(_DATASETS_READ))
 
 
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while worker processes are started, so that they start with it ignored
+    (an ignored signal stays ignored across ``exec``, and Python keeps it so). Ctrl-C in a
+    terminal signals every process of the group: the parent alone must see it, and a worker
+    still importing PyTorch must not print a KeyboardInterrupt traceback. Only the main thread
+    can change signal handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def check_pool_args(workers: int, datasets: tuple[str, ...] = ()) -> None:
     """Raise ``ValueError`` naming a bad worker count or an unknown dataset name."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -115,11 +134,39 @@ class WorkerPool:
         """Start every worker now and return at once: one future per worker, done when it is
         ready (its :class:`WorkerState`)."""
         pool = self._pool()
-        return [pool.submit(worker_state) for _ in range(self.workers)]
+        with _sigint_ignored():  # the processes start here
+            return [pool.submit(worker_state) for _ in range(self.workers)]
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` in a worker (``fn`` must be importable by name)."""
-        return self._pool().submit(fn, *args, **kwargs)
+        pool = self._pool()
+        with _sigint_ignored():  # a submit may start processes
+            return pool.submit(fn, *args, **kwargs)
+
+    def pids(self) -> list[int]:
+        """The process ids of the running workers (empty when not started)."""
+        if self._executor is None:
+            return []
+        # ProcessPoolExecutor has no public list of its processes; _processes is pid -> Process
+        return sorted(getattr(self._executor, "_processes", None) or {})
+
+    def terminate(self) -> None:
+        """Stop the workers now, in the middle of their runs (SIGTERM, then SIGKILL after 5 s),
+        and cancel queued work: what an interrupted command line does. A run that was cut off
+        is not cached; every finished run already is. The pool can be started again."""
+        if self._executor is None:
+            return
+        processes = list((getattr(self._executor, "_processes", None) or {}).values())
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in processes:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        self._executor = None
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop the workers; queued work is cancelled. The pool can be started again."""

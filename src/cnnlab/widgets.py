@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -21,23 +20,21 @@ from matplotlib.figure import Figure
 from cnnlab.config import Row, RunConfig, Runner
 from cnnlab.experiments import SweepResult, run, sweep
 from cnnlab.plots import plot_sweep, value_label
-from cnnlab.stats import summarize
+from cnnlab.stats import ci_text, summarize
 
 __all__ = ["PanelState", "describe", "sweep_panel"]
 
 
-def _pct(x: float) -> str:
-    return "n/a" if not math.isfinite(x) else f"{100 * x:.1f}%"
-
-
 def describe(summary: Row, param: str, metric: str = "test_acc") -> str:
     """One sentence for one summary row, e.g. ``dropout = 0.5: test_acc 91.2% (95% CI
-    90.1-92.3%) over 3 seeds; 1 of 3 runs diverged.``"""
-    text = (f"{param} = {value_label(summary[param])}: {metric} {_pct(summary[metric])} "
-            f"(95% CI {_pct(summary[f'{metric}_low'])}-{_pct(summary[f'{metric}_high'])}) "
-            f"over {summary['n']} seed{'s' if summary['n'] != 1 else ''}")
+    90.1%-92.3%) over 3 seeds.``; the interval as :func:`cnnlab.stats.ci_text` writes it, so
+    one seed says ``(1 seed: no interval)`` and collapsed runs are counted instead."""
+    n = summary["n"]
+    text = (f"{param} = {value_label(summary[param])}: {metric} "
+            f"{ci_text(summary, metric, label='95% CI ', sep='-', unit_each=True)} "
+            f"over {n} seed{'s' if n != 1 else ''}")
     if summary.get("n_diverged"):
-        text += f"; {summary['n_diverged']} of {summary['n']} runs diverged"
+        text += f"; {summary['n_diverged']} of {n} runs diverged"
     return text + "."
 
 

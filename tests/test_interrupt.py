@@ -1,0 +1,84 @@
+"""Interrupted work ends cleanly: Ctrl-C (SIGINT to the process group, as a terminal sends it) or
+SIGTERM during a command-line sweep stops the workers, prints no traceback, says what was saved
+and exits with 128 + the signal number; the next sweep resumes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _group_alive(pgid: int) -> list[str]:
+    """Processes still in process group ``pgid`` (zombies excluded)."""
+    out = subprocess.run(["ps", "-eo", "pgid=,stat=,args="], capture_output=True, text=True).stdout
+    alive = []
+    for line in out.splitlines():
+        fields = line.split(None, 2)
+        if len(fields) >= 2 and fields[0] == str(pgid) and not fields[1].startswith("Z"):
+            alive.append(line)
+    return alive
+
+
+def _start(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
+    env = dict(os.environ, CNNLAB_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(ROOT / "src"),
+               CNNLAB_PROGRESS="1")
+    return subprocess.Popen([sys.executable, "-m", "cnnlab", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own group, like a terminal's job
+
+
+def _wait_for_files(folder: Path, n: int, proc: subprocess.Popen[str], timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if folder.exists() and len(list(folder.glob("*.json"))) >= n:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the command ended early: {proc.communicate()}")
+        time.sleep(0.2)
+    pytest.fail("no run finished in time")
+
+
+SWEEP = ["sweep", "--dataset", "digits", "--param", "dropout", "--values", "0", "0.25", "0.5",
+         "--seeds", "4", "--epochs", "40", "--width", "4", "--workers", "2", "--out", "out"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_sweep_stops_cleanly_and_resumes(tmp_path, sig):
+    proc = _start(SWEEP, tmp_path)
+    _wait_for_files(tmp_path / "cache", 1, proc, timeout=240)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # Ctrl-C: every process of the terminal's job gets it
+    else:
+        proc.send_signal(sig)  # `kill PID`: the command alone
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig
+    assert "Traceback" not in err and "Error" not in err, err
+    found = re.search(r"interrupted: (\d+) of 12 runs are finished and saved in (\S+); run the "
+                      r"same command again to resume from them\.", err)
+    assert found, err
+    saved = len(list((tmp_path / "cache").glob("*.json")))
+    assert int(found.group(1)) == saved and 1 <= saved < 12
+    time.sleep(0.5)
+    assert _group_alive(proc.pid) == []  # no worker survives
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_help_prints_as_written_with_an_example(tmp_path):
+    for args in (["--help"], ["sweep", "--help"], ["bench", "--help"]):
+        out = subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True,
+                             text=True, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+                             cwd=tmp_path, check=True).stdout
+        assert "%%" not in out
+        if args != ["--help"]:
+            assert f"example:\n  python -m cnnlab {args[0]} --" in out
+        else:
+            assert "a 95% confidence interval" in out
