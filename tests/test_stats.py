@@ -116,7 +116,7 @@ def test_compare_paired_rejects_unpaired_seeds():
 
 
 def test_collapsed_runs_get_counts_not_intervals():
-    assert collapsed(0.14) and not collapsed(0.16)
+    assert collapsed(0.24) and not collapsed(0.26)
     assert collapsed({"test_acc": 0.9, "diverged": True})
     assert collapsed(float("nan"))
     rows = [{"lr": 1.0, "seed": s, "test_acc": acc, "diverged": False}
