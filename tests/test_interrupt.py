@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _group_alive(pgid: int) -> list[str]:
     """Processes still in process group ``pgid`` (zombies excluded)."""
-    out = subprocess.run(["ps", "-eo", "pgid=,stat=,args="], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ewwo", "pgid=,stat=,args="], capture_output=True, text=True).stdout
     alive = []
     for line in out.splitlines():
         fields = line.split(None, 2)
@@ -82,3 +82,64 @@ def test_help_prints_as_written_with_an_example(tmp_path):
             assert f"example:\n  python -m cnnlab {args[0]} --" in out
         else:
             assert "a 95% confidence interval" in out
+
+
+def _procs_with(marker: str) -> list[str]:
+    """Live processes whose command line holds ``marker``."""
+    out = subprocess.run(["ps", "-ewwo", "stat=,args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if marker in line and not line.split(None, 1)[0].startswith("Z")
+            and "ps -ewwo" not in line]
+
+
+def _wait_for_procs(marker: str, n: int, proc: subprocess.Popen[str], timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if len(_procs_with(marker)) >= n:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the command ended early: {proc.communicate()}")
+        time.sleep(0.2)
+    pytest.fail(f"fewer than {n} processes with {marker!r} appeared")
+
+
+def _gone(marker: str, timeout: float = 10.0) -> list[str]:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and _procs_with(marker):
+        time.sleep(0.2)
+    return _procs_with(marker)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_benchmark_leaves_no_torchrun_worker(tmp_path, sig):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), TMPDIR=str(tmp_path))  # the launch's
+    proc = subprocess.Popen(  # temporary JSON path, and so its command line, names tmp_path
+        [sys.executable, "-m", "cnnlab", "bench", "--parts", "ddp", "--quick",
+         "--ddp-rounds", "500", "--ddp-train-size", "1000"], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for_procs(str(tmp_path), 3, proc, timeout=120)  # torchrun and its two workers
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # Ctrl-C: the terminal's job
+    else:
+        proc.send_signal(sig)  # `kill PID`: the command alone must take torchrun down with it
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err
+    assert "interrupted: the benchmark was stopped" in err and "Traceback" not in err, err
+    assert _gone(str(tmp_path)) == []
+
+
+def test_an_interrupted_torchrun_run_leaves_no_worker(tmp_path):
+    out = tmp_path / "ddp.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1",
+               CNNLAB_PROGRESS="0")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "cnnlab.parallel", "--dataset", "digits", "--train-size", "1000", "--epochs",
+         "200", "--threads", "1", "--json", str(out)], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for_procs(str(out), 3, proc, timeout=120)
+    time.sleep(2)  # the workers are training
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal that runs torchrun
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert _gone(str(out)) == [] and _group_alive(proc.pid) == []

@@ -143,7 +143,7 @@ def _write_csv(path: Path, rows: list[Row]) -> None:
         writer.writerows({k: _csv_value(v) for k, v in r.items()} for r in rows)
 
 
-class _Stopped(Exception):
+class _Stopped(BaseException):  # like KeyboardInterrupt: no `except Exception` may swallow it
     """A SIGTERM, raised in the main thread like the KeyboardInterrupt of a SIGINT."""
 
     def __init__(self, signum: int) -> None:
@@ -216,6 +216,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         cfg = replace(BenchConfig.tiny(), **given)
     else:
         cfg = BenchConfig(**chosen)
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         with tf32(args.tf32):
             res = run_bench(cfg, args.parts,
@@ -224,6 +225,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, _Stopped) as exc:
+        signum = exc.signum if isinstance(exc, _Stopped) else signal.SIGINT
+        print("\ninterrupted: the benchmark was stopped (its processes too); nothing was "
+              "written.", file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(format_table(res))
     if args.quick:
         print("(--quick: tiny sizes that only check that everything runs; the figures above "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,22 @@ from cnnlab.perf import (
 )
 
 # ----------------------------------------------------------------------------- data-parallel
+
+
+def _stop_group(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
+    """End ``proc``'s process group (it was started with ``start_new_session``): SIGTERM, then
+    SIGKILL after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break  # the group is gone
+        try:
+            proc.wait(grace)
+            time.sleep(0.2)  # its workers get the same signal; give them a moment to exit
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait()
 
 
 def bench_ddp(cfg: BenchConfig, *, check: bool = True) -> Result:
@@ -52,11 +69,18 @@ def bench_ddp(cfg: BenchConfig, *, check: bool = True) -> Result:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
         load_before = load_average()
         start = time.perf_counter()
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env,
-                              timeout=cfg.ddp_timeout)
+        # torchrun and its workers in a group of their own: whatever ends this call (Ctrl-C,
+        # SIGTERM, the timeout) ends all of them, and none is left behind
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=cfg.ddp_timeout)
+        except BaseException:
+            _stop_group(proc)
+            raise
         launch = time.perf_counter() - start
         if proc.returncode != 0 or not out.exists():
-            tail = (proc.stdout + proc.stderr)[-3000:]
+            tail = (stdout + stderr)[-3000:]
             raise RuntimeError(f"the data-parallel benchmark failed (exit {proc.returncode}):\n"
                                f"{tail}")
         result = json.loads(out.read_text())
