@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _group_alive(pgid: int) -> list[str]:
     """Processes still in process group ``pgid`` (zombies excluded)."""
-    out = subprocess.run(["ps", "-ewwo", "pgid=,stat=,args="], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ewwo", "pgid=,stat=,args="], capture_output=True,
+                         text=True).stdout
     alive = []
     for line in out.splitlines():
         fields = line.split(None, 2)
@@ -143,3 +144,46 @@ def test_an_interrupted_torchrun_run_leaves_no_worker(tmp_path):
     proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert _gone(str(out)) == [] and _group_alive(proc.pid) == []
+
+
+def test_interrupting_a_notebook_sweep_leaves_the_next_sweep_working(tmp_path):
+    """In Jupyter, 'interrupt the kernel' during a sweep stops it; the next sweep, in the same
+    kernel and with the same worker processes, still runs (and reuses the finished runs)."""
+    jupyter_client = pytest.importorskip("jupyter_client")
+    km = jupyter_client.KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(tmp_path), env=dict(os.environ, CNNLAB_CACHE=str(tmp_path / "cache"),
+                                                 CNNLAB_PROGRESS="0", PYTHONPATH=str(ROOT / "src")))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+
+        def run(code: str, timeout: float = 300) -> dict:
+            return _reply(kc, kc.execute(code), timeout)
+
+        assert run("from cnnlab.config import RunConfig\n"
+                   "from cnnlab.experiments import sweep")["status"] == "ok"
+        msg_id = kc.execute("sweep(RunConfig('digits', width=4, epochs=40), 'dropout', "
+                            "[0.0, 0.25, 0.5], 4, workers=2)")
+        end = time.monotonic() + 240
+        while not list((tmp_path / "cache").glob("*.json")):
+            assert time.monotonic() < end, "no run finished"
+            time.sleep(0.2)
+        km.interrupt_kernel()
+        reply = _reply(kc, msg_id, 120)
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+        after = run("res = sweep(RunConfig('digits', width=4, epochs=1), 'dropout', [0.0, 0.5], "
+                    "2, workers=2)\nassert len(res.rows) == 4, res.rows\nprint('ok')")
+        assert after["status"] == "ok", after
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def _reply(kc: object, msg_id: str, timeout: float) -> dict:
+    """The execute reply of ``msg_id`` (other replies are skipped)."""
+    end = time.monotonic() + timeout
+    while True:
+        msg = kc.get_shell_msg(timeout=max(1.0, end - time.monotonic()))
+        if msg["parent_header"].get("msg_id") == msg_id:
+            return msg["content"]
