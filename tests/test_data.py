@@ -254,3 +254,33 @@ def test_published_benchmarks_reads_the_debian_copy() -> None:
     convs = [r for r in rows if "Conv" in r["classifier"]]
     assert len(convs) >= 5
     assert all(0.5 < r["fashion_acc"] < 1.0 for r in convs)
+
+
+def test_noisy_labels_replace_the_asked_share_at_random():
+    from cnnlab.data import noisy_labels
+    y = torch.arange(10).repeat(100)  # 1,000 labels
+    a = noisy_labels(y, 0.4, 10, torch.Generator().manual_seed(0))
+    b = noisy_labels(y, 0.4, 10, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and not torch.equal(a, y)
+    assert torch.equal(y, torch.arange(10).repeat(100))  # the input is left as it was
+    changed = int((a != y).sum())
+    # 400 replaced; a replacement keeps its label with probability 1/10: about 360 change
+    assert 320 <= changed <= 400
+    assert int(a.min()) >= 0 and int(a.max()) <= 9
+    assert torch.equal(noisy_labels(y, 0.0, 10, torch.Generator()), y)
+    with pytest.raises(ValueError, match="Invalid label noise rate: 1.5"):
+        noisy_labels(y, 1.5, 10, torch.Generator())
+
+
+def test_label_noise_touches_the_training_labels_only():
+    from cnnlab.config import RunConfig
+    from cnnlab.experiments import load_for
+    clean = load_for(RunConfig("digits", train_size=500), 3)
+    noisy = load_for(RunConfig("digits", train_size=500, label_noise=0.4), 3)
+    assert torch.equal(clean.train[0], noisy.train[0])  # the same images
+    share = float((clean.train[1] != noisy.train[1]).float().mean())
+    assert 0.3 <= share <= 0.4
+    for split in ("val", "test"):
+        assert torch.equal(getattr(clean, split)[1], getattr(noisy, split)[1])
+    with pytest.raises(ValueError, match="Invalid label_noise value: 1.0"):
+        RunConfig(label_noise=1.0).validate()

@@ -39,6 +39,8 @@ class RunConfig:
     clip_grad_norm: float | None = None  # clip the total gradient norm after backward (None = off)
     augment: bool = False  # random shifts (10% of the side) and rotations (10 degrees) per batch
     early_stopping: int | None = None  # patience in epochs; restores the best weights (None = off)
+    # share of the training labels replaced by a random class (validation and test stay clean)
+    label_noise: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -52,6 +54,8 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"Invalid {name} value: {value} (must be > 0, or None for off)")
+        if not 0.0 <= self.label_noise < 1.0:
+            raise ValueError(f"Invalid label_noise value: {self.label_noise} (must be in [0, 1))")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"Invalid dropout value: {self.dropout} (must be in [0, 1))")
         if not self.lr > 0:

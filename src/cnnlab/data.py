@@ -43,6 +43,7 @@ __all__ = [
     "available",
     "choose_dataset",
     "load_dataset",
+    "noisy_labels",
     "published_benchmarks",
     "read_idx",
     "stratified_indices",
@@ -154,6 +155,27 @@ def stratified_indices(labels: Tensor, size: int, generator: torch.Generator) ->
         picked.append(idx[torch.randperm(len(idx), generator=generator)[: int(q)]])
     out = torch.cat(picked)
     return out[torch.randperm(len(out), generator=generator)]
+
+
+def noisy_labels(labels: Tensor, rate: float, num_classes: int,
+                 generator: torch.Generator) -> Tensor:
+    """A copy of ``labels`` with ``round(rate * N)`` of them, chosen at random, replaced by a class
+    drawn uniformly from all ``num_classes`` (so about ``rate / num_classes`` of the chosen keep
+    their label by chance): label noise, for a training set a network can only memorize.
+
+    Args:
+        labels: int64 ``[N]``.
+        rate: the share of labels to replace, ``0 <= rate <= 1``.
+        num_classes: the classes to draw from.
+        generator: the source of randomness.
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"Invalid label noise rate: {rate} (must be in [0, 1])")
+    out = labels.clone()
+    k = round(rate * len(labels))
+    idx = torch.randperm(len(labels), generator=generator)[:k]
+    out[idx] = torch.randint(num_classes, (k,), generator=generator, dtype=labels.dtype)
+    return out
 
 
 # ----------------------------------------------------------------------------- raw sources

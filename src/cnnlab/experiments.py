@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from cnnlab.cache import cache_dir, cache_path, device_kind, read_row, write_row
 from cnnlab.config import Row, RunConfig, Runner
-from cnnlab.data import Dataset, load_dataset
+from cnnlab.data import Dataset, load_dataset, noisy_labels
 from cnnlab.models import build_model
 from cnnlab.pool import WorkerPool, WorkerState, check_pool_args, session_pool
 from cnnlab.stats import summarize
@@ -73,9 +73,17 @@ def hooks_for(config: RunConfig) -> list[Hook]:
 
 
 def load_for(config: RunConfig, seed: int) -> Dataset:
-    """The dataset splits a run of ``config`` with ``seed`` trains and is scored on."""
-    return load_dataset(config.dataset, train_size=config.train_size, seed=seed,
+    """The dataset splits a run of ``config`` with ``seed`` trains and is scored on; with
+    ``config.label_noise``, that share of the training labels replaced at random (drawn from
+    ``seed``; validation and test labels stay clean)."""
+    data = load_dataset(config.dataset, train_size=config.train_size, seed=seed,
                         val_size=config.val_size)
+    if config.label_noise > 0:
+        x, y = data.train
+        gen = torch.Generator().manual_seed(10_007 + seed)  # apart from the subset's draw
+        data = replace(data, train=(x, noisy_labels(y, config.label_noise, data.num_classes,
+                                                    gen)))
+    return data
 
 
 def default_model(config: RunConfig, data: Dataset, seed: int) -> nn.Module:
