@@ -222,3 +222,17 @@ def test_train_eval_acc_is_the_training_split_in_eval_mode(digits):
     assert hist.train_eval_acc == expected
     assert hist.train_eval_acc != hist.train_acc[-1]  # dropout lowers the running accuracy
     assert History.from_dict(hist.to_dict()).train_eval_acc == expected
+
+
+def test_final_val_acc_scores_the_weights_training_ends_with(digits):
+    """With early stopping the best weights (by validation loss) are restored: final_val_acc is
+    theirs, the best epoch's validation accuracy, not the last epoch's."""
+    from cnnlab.techniques.overfitting import EarlyStopping
+    model = small(digits)
+    hist = fit(model, digits, epochs=12, lr=0.3, hooks=[EarlyStopping(2)], channels_last=False)
+    _, expected = evaluate(model, *digits.val)
+    assert hist.final_val_acc == expected
+    best = min(range(hist.epochs), key=lambda e: hist.val_loss[e])
+    assert hist.final_val_acc == pytest.approx(hist.val_acc[best])
+    plain = fit(small(digits), digits, epochs=2, lr=0.05, channels_last=False)
+    assert plain.final_val_acc == plain.val_acc[-1]  # no hook: the last epoch's weights

@@ -31,7 +31,9 @@ __all__ = [
     "write_row",
 ]
 
-CACHE_VERSION = 3  # bump when the meaning of a cached row changes (3: train_eval_acc, eval gap)
+# bump when the meaning of a cached row changes (3: train_eval_acc, eval gap; 4: val_acc of
+# the final weights, frac_below_init/frac_zero in weights)
+CACHE_VERSION = 4
 # The default runner's name in keys: cnnlab.experiments.run (it must keep that name and module, or
 # every cached run would be retrained).
 DEFAULT_RUNNER = "cnnlab.experiments.run"

@@ -122,8 +122,9 @@ def run(
             on shifted test images).
     Returns:
         A JSON-ready row: the config fields, ``seed``, the final metrics (``test_acc``,
-        ``val_acc``, ``train_acc`` (running, train mode), ``train_eval_acc`` (the training split in
-        eval mode), ``train_loss``, ``gap`` = train_eval_acc - test_acc),
+        ``val_acc`` (of the final weights), ``train_acc`` (running, train mode),
+        ``train_eval_acc`` (the training split in eval mode), ``train_loss``, ``gap`` =
+        train_eval_acc - test_acc),
         ``diverged``, ``train_time`` in seconds, per-epoch ``history``, ``weights``
         statistics of the trained model, and ``extra``'s fields.
     """
@@ -145,7 +146,7 @@ def run(
         **config.to_dict(),
         "seed": seed,
         "test_acc": hist.test_acc,
-        "val_acc": hist.val_acc[-1],
+        "val_acc": hist.final_val_acc,  # the weights test_acc scores (early stopping: restored)
         "train_acc": hist.train_acc[-1],
         "train_loss": hist.train_loss[-1],
         "train_eval_acc": hist.train_eval_acc,

@@ -92,6 +92,9 @@ class History:
     # accuracy on the whole training split in eval mode with the final weights: the overfitting
     # gap is train_eval_acc - test_acc (both measured the same way)
     train_eval_acc: float = float("nan")
+    # validation accuracy of the final weights (after a hook such as early stopping restored the
+    # best ones: then it differs from val_acc[-1], the last epoch's); NaN for a diverged run
+    final_val_acc: float = float("nan")
     diverged: bool = False  # the loss became NaN/inf and training stopped
     stopped_early: bool = False  # a hook asked to stop before `epochs`
     steps: int = 0  # optimizer steps taken
@@ -339,4 +342,6 @@ def fit(
             call(model, history)
     history.test_loss, history.test_acc = evaluate(model, *prepare(data.test))
     _, history.train_eval_acc = evaluate(model, x_train, y_train)
+    if not history.diverged:
+        _, history.final_val_acc = evaluate(model, x_val, y_val)
     return history
