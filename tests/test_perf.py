@@ -8,7 +8,7 @@ import torch
 
 from cnnlab import perf
 from cnnlab.perf import (
-    Peak,
+    Ratio,
     Timing,
     bf16_support,
     cpu_flags,
@@ -18,12 +18,14 @@ from cnnlab.perf import (
     load_average,
     matmul_flops,
     matmul_gflops,
-    measure_peak,
+    matmul_timing,
     model_flops,
     num_threads,
     synchronize,
+    throughput_fraction,
     time_fn,
     time_interleaved,
+    time_ratio,
 )
 
 
@@ -264,29 +266,63 @@ def test_matmul_gflops_is_in_a_plausible_range_for_a_real_product():
     assert 0.01 < value < 1e4  # a 2 GHz core does ~1-100 fp32 GFLOP/s; far outside is a bug
 
 
-def test_peak_is_the_larger_of_matmul_and_best_conv():
-    p = Peak(matmul_gflops=50.0, conv_gflops=80.0, conv_name="cl", threads=1, device="cpu")
-    assert p.gflops == 80.0 and p.source == "cl" and p.fraction(40.0) == 0.5
-    m = Peak(matmul_gflops=80.0, conv_gflops=50.0, conv_name="cl", threads=1, device="cpu")
-    assert m.gflops == 80.0 and m.source == "matmul" and m.fraction(20.0) == 0.25
-    zero = Peak(matmul_gflops=0.0, conv_gflops=0.0, conv_name="none", threads=1, device="cpu")
-    assert math.isnan(zero.fraction(1.0))
+def test_matmul_timing_keeps_every_repeat(monkeypatch, clock):
+    fake_matmuls(monkeypatch, clock, [100.0, 100.0, 1.0, 4.0, 2.0])
+    t = matmul_timing(16, repeats=3)
+    assert t.times == (1.0, 4.0, 2.0) and t.median == 2.0  # the 2 warm-up calls are not kept
 
 
-def test_measure_peak_uses_the_measured_matmul_and_the_best_conv(monkeypatch, clock):
-    # each measurement: 2 warm-ups, then 2 repeats of 0.5 s each: 2 * 32^3 / 0.5 s / 1e9
-    fake_matmuls(monkeypatch, clock, [9.0, 9.0, 0.5, 0.5] * 3)
-    expected_mm = 2 * 32 ** 3 / 0.5 / 1e9
-    with num_threads(1):
-        q = measure_peak({"slow": 1e-6, "fast": 2e-6}, matmul_size=32, repeats=2)
-    assert q.matmul_gflops == pytest.approx(expected_mm, rel=1e-12)
-    assert (q.conv_name, q.conv_gflops, q.source) == ("fast", 2e-6, "matmul")
-    assert q.gflops == q.matmul_gflops and q.threads == 1 and q.device == "cpu"
-    with num_threads(1):
-        r = measure_peak({"huge": 1e9, "small": 1.0}, matmul_size=32, repeats=2)
-    assert r.source == "huge" and r.gflops == 1e9 and r.fraction(5e8) == 0.5
-    none = measure_peak({}, matmul_size=8, repeats=1)
-    assert (none.conv_name, none.conv_gflops, none.source) == ("none", 0.0, "matmul")
+# ----------------------------------------------------------------------------- ratios
+
+T_975_2 = 4.302652729911275  # Student's t, 97.5% quantile, 2 degrees of freedom (from tables)
+
+
+def test_time_ratio_by_hand():
+    # paired ratios 2, 2, 4: logs (1, 1, 2) ln 2, mean 4/3 ln 2, sd ln2 / sqrt(3)
+    r = time_ratio([2.0, 4.0, 8.0], [1.0, 2.0, 2.0])
+    half = T_975_2 * (math.log(2) / math.sqrt(3)) / math.sqrt(3)
+    assert r.value == pytest.approx(2 ** (4 / 3))  # the geometric mean, not 8/3 (the mean)
+    assert r.low == pytest.approx(2 ** (4 / 3) * math.exp(-half))
+    assert r.high == pytest.approx(2 ** (4 / 3) * math.exp(half))
+    assert r.n == 3 and r.decision == 0  # the interval (0.93 to 6.81) holds 1
+    assert r.word("slower", "faster") == "no measurable difference on this machine"
+    assert r.text() == "2.52x (95% CI 0.93x to 6.81x, 3 repeats)"
+    assert r.interval() == [pytest.approx(r.low), pytest.approx(r.high)]
+    # Timing objects pair the same way (times in the order run)
+    assert time_ratio(Timing("a", (2.0, 4.0, 8.0)), Timing("b", (1.0, 2.0, 2.0))) == r
+
+
+def test_time_ratio_verdicts_for_each_case():
+    slower = time_ratio([2.0, 2.2, 1.9], [1.0, 1.05, 1.0])  # a takes about twice as long
+    assert slower.decision == 1 and slower.low > 1
+    assert slower.word("slower", "faster") == "slower"
+    assert slower.word(above="a speed-up", below="a slow-down") == "a speed-up"
+    faster = time_ratio([1.0, 1.1, 1.05], [2.0, 2.0, 2.1])
+    assert faster.decision == -1 and faster.high < 1
+    assert faster.word("slower", "faster") == "faster"
+    one = time_ratio([3.0], [2.0])  # one pair: a ratio, no interval
+    assert one.value == 1.5 and one.n == 1 and one.decision is None
+    assert math.isnan(one.low) and one.interval() == [None, None]
+    assert one.word("slower", "faster") == "one repeat: no interval"
+    assert one.text() == "1.50x (1 repeat, no interval)"
+    with pytest.raises(ValueError, match="same"):
+        time_ratio([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="> 0"):
+        time_ratio([1.0, 0.0], [1.0, 1.0])
+
+
+def test_throughput_fraction_is_the_time_at_the_peak_over_the_time_taken():
+    # 1 GFLOP per call at a 20 GFLOP/s peak takes 0.05 s: 0.1 s is half the peak, 0.2 s a quarter
+    same = throughput_fraction(1e9, [0.1, 0.1, 0.1], 20.0)
+    assert (same.value, same.low, same.high) == (pytest.approx(0.5),) * 3
+    mixed = throughput_fraction(1e9, Timing("conv", (0.1, 0.2)), 20.0)
+    assert mixed.value == pytest.approx(math.sqrt(0.5 * 0.25))
+    assert mixed.low < mixed.value < mixed.high and mixed.n == 2
+    assert isinstance(mixed, Ratio)
+    with pytest.raises(ValueError, match="peak_gflops"):
+        throughput_fraction(1e9, [0.1], 0.0)
+    with pytest.raises(ValueError, match="flops"):
+        throughput_fraction(0, [0.1], 10.0)
 
 
 def test_model_flops_counts_convolutions_and_matmuls():

@@ -1,4 +1,8 @@
-"""Timing, FLOP/s, peak measurement, parameter and FLOP counts, and a hardware description."""
+"""Timing, ratios of timings with their intervals, FLOP/s, matrix-product throughput, parameter
+and FLOP counts, and a hardware description.
+
+The theoretical peak of the hardware is :mod:`cnnlab.hardware`'s; here a matrix product is only
+*measured* (:func:`matmul_gflops`), the best a tuned library does, never called the peak."""
 
 from __future__ import annotations
 
@@ -7,15 +11,17 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnlab.stats import ratio_interval, timing_verdict
+
 __all__ = [
-    "Peak",
+    "Ratio",
     "Timing",
     "bf16_support",
     "cpu_flags",
@@ -25,12 +31,14 @@ __all__ = [
     "load_average",
     "matmul_flops",
     "matmul_gflops",
-    "measure_peak",
+    "matmul_timing",
     "model_flops",
     "num_threads",
     "synchronize",
     "time_fn",
+    "throughput_fraction",
     "time_interleaved",
+    "time_ratio",
 ]
 
 
@@ -176,7 +184,7 @@ def num_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-# ----------------------------------------------------------------------------- FLOP/s and peak
+# ----------------------------------------------------------------------------- FLOP/s and matmul
 
 
 def gflops(flops: float, seconds: float) -> float:
@@ -194,6 +202,29 @@ def matmul_flops(m: int, k: int, n: int) -> int:
     return 2 * m * k * n
 
 
+def matmul_timing(
+    size: int = 1024,
+    *,
+    repeats: int = 5,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> Timing:
+    """Seconds per square ``size x size`` matrix product (:func:`time_fn`, 2 warm-up calls).
+
+    Args:
+        size: matrix side (1024-2048 fills a CPU's caches and vector units; GPUs need 4096+).
+        repeats: repeats; each is one product.
+        device: where to run.
+        dtype: element type (float32 unless you measure a lower precision).
+        seed: seeds the random matrices.
+    """
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(size, size, generator=g).to(device=device, dtype=dtype)
+    b = torch.randn(size, size, generator=g).to(device=device, dtype=dtype)
+    return time_fn(lambda: torch.mm(a, b), repeats=repeats, warmup=2, device=device)
+
+
 def matmul_gflops(
     size: int = 1024,
     *,
@@ -202,77 +233,100 @@ def matmul_gflops(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
 ) -> float:
-    """GFLOP/s of a square ``size x size`` matrix product: the best the BLAS library does on
-    this machine, the usual stand-in for its peak.
+    """GFLOP/s of a square ``size x size`` matrix product: the best a tuned BLAS library does on
+    this machine. It is a measurement, not the hardware's peak (:mod:`cnnlab.hardware`).
 
-    Args:
-        size: matrix side (1024-2048 fills a CPU's caches and vector units; GPUs need 4096+).
-        repeats: interleaved repeats; the median is used.
-        device: where to run.
-        dtype: element type (float32 unless you measure a lower precision).
-        seed: seeds the random matrices.
     Returns:
-        ``2 size^3 / median time / 1e9``.
+        ``2 size^3 / median time / 1e9`` (:func:`matmul_timing`, same arguments).
     """
-    g = torch.Generator().manual_seed(seed)
-    a = torch.randn(size, size, generator=g).to(device=device, dtype=dtype)
-    b = torch.randn(size, size, generator=g).to(device=device, dtype=dtype)
-    t = time_fn(lambda: torch.mm(a, b), repeats=repeats, warmup=2, device=device)
+    t = matmul_timing(size, repeats=repeats, device=device, dtype=dtype, seed=seed)
     return gflops(matmul_flops(size, size, size), t.median)
 
 
+# ----------------------------------------------------------------------------- ratios
+
+
 @dataclass(frozen=True)
-class Peak:
-    """A machine's measured fp32 peak: the larger of a big matrix product and the best conv."""
+class Ratio:
+    """A ratio of timings measured in turns, with its 95% interval: the book's timing rule
+    (:func:`cnnlab.stats.ratio_interval`, :func:`cnnlab.stats.timing_verdict`).
 
-    matmul_gflops: float  # square fp32 matrix product
-    conv_gflops: float  # the fastest convolution measured
-    conv_name: str  # which convolution that was
-    threads: int  # intra-op threads during the measurement
-    device: str  # "cpu" or a CUDA device name
+    ``value`` is the geometric mean of the paired ratios; ``low`` and ``high`` bound it (NaN with
+    fewer than two pairs: one pair has no interval)."""
 
-    @property
-    def gflops(self) -> float:
-        """The peak: ``max(matmul_gflops, conv_gflops)``."""
-        return max(self.matmul_gflops, self.conv_gflops)
+    value: float  # geometric mean of the per-repeat ratios
+    low: float  # 95% interval (NaN: fewer than 2 pairs)
+    high: float
+    n: int  # pairs of measurements behind it
 
     @property
-    def source(self) -> str:
-        """``"matmul"`` or the name of the convolution that set the peak."""
-        return "matmul" if self.matmul_gflops >= self.conv_gflops else self.conv_name
+    def decision(self) -> int | None:
+        """+1 if the interval lies above 1, -1 if below, 0 if it contains 1, ``None`` without an
+        interval."""
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            return None
+        return 1 if self.low > 1 else -1 if self.high < 1 else 0
 
-    def fraction(self, value_gflops: float) -> float:
-        """``value_gflops`` as a fraction of the peak."""
-        return value_gflops / self.gflops if self.gflops > 0 else math.nan
+    def word(self, above: str, below: str) -> str:
+        """``above`` if the interval lies above 1, ``below`` if below 1, else
+        :func:`~cnnlab.stats.timing_verdict`'s "no measurable difference on this machine";
+        without an interval, "one repeat: no interval".
+
+        For a time ratio ``a / b``, ``above`` is "slower" (a takes longer) and ``below``
+        "faster"; for a speed-up ``t_base / t_variant`` the other way round."""
+        if self.decision is None:
+            return "one repeat: no interval"
+        return timing_verdict(self.low, self.high, faster=below, slower=above)
+
+    def text(self, fmt: str = "{:.2f}x") -> str:
+        """``"2.37x (95% CI 1.90x to 2.96x, 5 repeats)"``; without an interval
+        ``"2.37x (1 repeat, no interval)"``."""
+        if self.decision is None:
+            return f"{fmt.format(self.value)} ({self.n} repeat{'s' if self.n != 1 else ''}, " \
+                   "no interval)"
+        return (f"{fmt.format(self.value)} (95% CI {fmt.format(self.low)} to "
+                f"{fmt.format(self.high)}, {self.n} repeats)")
+
+    def interval(self) -> list[float | None]:
+        """``[low, high]`` for JSON (``None`` where there is no interval)."""
+        return [x if math.isfinite(x) else None for x in (self.low, self.high)]
 
 
-def measure_peak(
-    conv_gflops: Mapping[str, float],
-    *,
-    matmul_size: int = 1024,
-    repeats: int = 5,
-    device: str | torch.device = "cpu",
-) -> Peak:
-    """The machine's measured peak: a big fp32 matrix product, or the best convolution in
-    ``conv_gflops`` (name -> GFLOP/s, measured by the caller) if that is faster.
+def _times(t: Timing | Sequence[float]) -> tuple[float, ...]:
+    return tuple(t.times) if isinstance(t, Timing) else tuple(float(x) for x in t)
 
-    The vendor's theoretical peak (cores x clock x FLOPs per cycle) is rarely reached and hard to
-    know inside a virtual machine; the best a tuned library reaches here is the honest limit.
+
+def time_ratio(a: Timing | Sequence[float], b: Timing | Sequence[float]) -> Ratio:
+    """The time ratio ``a / b`` of two functions timed in turns (:func:`time_interleaved`:
+    ``a.times[i]`` and ``b.times[i]`` come from the same round).
+
+    Returns:
+        A :class:`Ratio`: the geometric mean of ``a[i] / b[i]`` and its 95% t-interval on the
+        log scale (:func:`cnnlab.stats.ratio_interval`). Above 1: ``a`` is slower.
+    """
+    ta, tb = _times(a), _times(b)
+    value, low, high = ratio_interval(ta, tb)  # one pair: the ratio, and NaN for the interval
+    return Ratio(value, low, high, len(ta))
+
+
+def throughput_fraction(flops: float, times: Timing | Sequence[float],
+                        peak_gflops: float) -> Ratio:
+    """The share of ``peak_gflops`` a kernel of ``flops`` FLOPs reached in each repeat
+    (``flops / (t_i * peak)``): the time it would take at the peak over the time it took, as a
+    :class:`Ratio` (geometric mean over the repeats, 95% interval).
 
     Args:
-        conv_gflops: convolution variants already measured (may be empty).
-        matmul_size: side of the square matrices.
-        repeats: interleaved repeats for the matrix product.
-        device: where to run.
-    Returns:
-        A :class:`Peak`.
+        flops: FLOPs per call.
+        times: seconds per call, one per repeat.
+        peak_gflops: the peak, in GFLOP/s (> 0).
     """
-    mm = matmul_gflops(matmul_size, repeats=repeats, device=device)
-    best = max(conv_gflops.items(), key=lambda kv: kv[1], default=("none", 0.0))
-    dev = torch.device(device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    return Peak(matmul_gflops=mm, conv_gflops=float(best[1]), conv_name=best[0],
-                threads=torch.get_num_threads(), device=name)
+    if not peak_gflops > 0:
+        raise ValueError(f"Invalid peak_gflops value: {peak_gflops!r} (must be > 0)")
+    if not flops > 0:
+        raise ValueError(f"Invalid flops value: {flops!r} (must be > 0)")
+    ts = _times(times)
+    ideal = flops / (peak_gflops * 1e9)  # seconds per call at the peak
+    return time_ratio([ideal] * len(ts), ts)
 
 
 def model_flops(model: torch.nn.Module, example: torch.Tensor) -> int:

@@ -1,16 +1,19 @@
 """The benchmark runner behind ``python -m cnnlab bench`` and the convolution chapter's tables.
 
-Every figure is a median of interleaved repeats (:func:`cnnlab.perf.time_interleaved`): the
+Every time is a median of interleaved repeats (:func:`cnnlab.perf.time_interleaved`): the
 variants compared in one table are timed round-robin in the same run, so background load slows
-them alike and the ratios stay meaningful on a shared machine. Parts:
+them alike. Every ratio between them is the geometric mean of the paired repeats with its 95%
+interval (:func:`~cnnlab.bench.core.time_ratio`, the book's timing rule); each part keeps its raw
+repeats, so the ratios can be recomputed from saved results (:func:`update_results`). Parts:
 
 * ``conv``: one convolution as im2col + matmul (:func:`cnnlab.techniques.conv2d`) and as
   ``F.conv2d`` in the default (NCHW) and channels_last (NHWC) layouts: time, GFLOP/s, ratios,
   and the im2col matrix's size against the input's.
 * ``naive``: the same three plus the explicit loops of :func:`~cnnlab.techniques.conv2d_naive`
   on a tiny input.
-* ``peak``: the measured peak (the larger of a big fp32 matrix product and the best convolution)
-  and the fraction of it each ``F.conv2d`` layout reaches.
+* ``peak``: the hardware's theoretical peak (:func:`cnnlab.hardware.hardware_peak`, with its
+  source and assumptions) and a big matrix product measured here; the fraction of each that
+  every convolution reaches.
 * ``separable``: a standard convolution against a depthwise-separable one with the same input and
   output: parameters, FLOPs and time (the FLOP ratio and the time ratio differ).
 * ``step``: a full SmallCNN training step (forward, backward, SGD) in fp32 NCHW, fp32
@@ -38,11 +41,28 @@ from cnnlab.bench.conv import (
     bench_naive,
     bench_peak,
     bench_separable,
+    gpu_sheet_peak,
+    hardware_fraction,
+    peak_figures,
 )
-from cnnlab.bench.core import BenchConfig
-from cnnlab.bench.ddp import bench_ddp
-from cnnlab.bench.report import Goal, check_goals, format_part, format_table
-from cnnlab.bench.run import PARTS, load_results, run_bench, save_results, tf32
+from cnnlab.bench.core import DDP_PARALLEL, DDP_SINGLE, BenchConfig, time_ratio, timings
+from cnnlab.bench.ddp import bench_ddp, grad_bytes
+from cnnlab.bench.report import (
+    Goal,
+    GoalCheck,
+    check_goals,
+    format_part,
+    format_table,
+    goal_line,
+)
+from cnnlab.bench.run import (
+    PARTS,
+    load_results,
+    run_bench,
+    save_results,
+    tf32,
+    update_results,
+)
 from cnnlab.bench.runners import (
     run_bf16,
     run_conv_layer,
@@ -58,6 +78,7 @@ from cnnlab.bench.step import (
     Autocast,
     bench_threads,
     bench_train_step,
+    step_flops,
 )
 
 __all__ = [
@@ -65,6 +86,8 @@ __all__ = [
     "CONV_IM2COL",
     "CONV_NAIVE",
     "CONV_NCHW",
+    "DDP_PARALLEL",
+    "DDP_SINGLE",
     "PARTS",
     "STEP_BF16",
     "STEP_CL",
@@ -73,6 +96,7 @@ __all__ = [
     "Autocast",
     "BenchConfig",
     "Goal",
+    "GoalCheck",
     "bench_conv",
     "bench_ddp",
     "bench_naive",
@@ -83,7 +107,12 @@ __all__ = [
     "check_goals",
     "format_part",
     "format_table",
+    "goal_line",
+    "gpu_sheet_peak",
+    "grad_bytes",
+    "hardware_fraction",
     "load_results",
+    "peak_figures",
     "run_bench",
     "run_bf16",
     "run_conv_layer",
@@ -91,5 +120,9 @@ __all__ = [
     "run_nchw",
     "run_separable",
     "save_results",
+    "step_flops",
     "tf32",
+    "time_ratio",
+    "timings",
+    "update_results",
 ]

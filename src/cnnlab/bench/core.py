@@ -1,4 +1,6 @@
-"""The benchmark's configuration (:class:`BenchConfig`) and what every part shares."""
+"""The benchmark's configuration (:class:`BenchConfig`) and what every part shares: the raw
+repeats of each part (:func:`timings`) and the ratio of two of them with its interval
+(:func:`time_ratio`), the book's timing rule."""
 
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from typing import Any
 import torch
 
 from cnnlab.perf import (
+    Ratio,
     cpu_model,
     gflops,
 )
+from cnnlab.perf import time_ratio as _time_ratio
 
 Result = dict[str, Any]  # a JSON-ready benchmark result
 
@@ -28,7 +32,7 @@ class BenchConfig:
     out_channels: int = 64  # C_out of the timed convolution
     size: int = 28  # H = W of its input
     kernel: int = 3  # k x k filter (padding k // 2 keeps the size)
-    matmul_size: int = 1024  # side of the square matrices of the peak measurement
+    matmul_size: int = 1024  # side of the square fp32 matrices of the measured matrix product
     step_batch: int = 64  # images per training step
     step_width: int = 16  # SmallCNN width of the training step
     step_size: int = 28  # H = W of the training step's images (28: Fashion-MNIST)
@@ -75,3 +79,39 @@ def _figures(timings: dict[str, Any], flops: dict[str, float] | float) -> dict[s
 def _device_name(dev: torch.device) -> str:
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_model()
 
+
+
+DDP_SINGLE = "single"  # the data-parallel part's series: 1 process ...
+DDP_PARALLEL = "parallel"  # ... and N processes, timed in interleaved rounds
+
+
+def timings(part: Result) -> dict[str, list[float]]:
+    """The per-repeat seconds of each timed series of one part's result, in the order run:
+    ``variants`` -> ``times`` for the convolution, step and thread parts, and
+    :data:`DDP_SINGLE` / :data:`DDP_PARALLEL` (seconds per epoch) for the data-parallel part.
+    Series of one part were timed in turns, so their ``i``-th entries are a pair."""
+    if "variants" in part:
+        return {name: list(v["times"]) for name, v in part["variants"].items()}
+    if "bench" in part:
+        return {DDP_SINGLE: list(part["bench"]["single_times"]),
+                DDP_PARALLEL: list(part["bench"]["parallel_times"])}
+    raise ValueError(f"Invalid part: no timed series in it (keys {sorted(part)})")
+
+
+def time_ratio(part: Result, a: str, b: str) -> Ratio:
+    """The time of series ``a`` over that of ``b`` in one part (:func:`timings`), paired by
+    repeat: a :class:`~cnnlab.perf.Ratio` with its 95% interval. Works on results saved
+    before this function existed, since every part keeps its raw repeats.
+
+    Example: ``time_ratio(conv, CONV_IM2COL, CONV_NCHW)`` is how many times longer im2col takes;
+    ``time_ratio(step, STEP_NCHW, STEP_CL)`` is channels_last's speed-up."""
+    series = timings(part)
+    for name in (a, b):
+        if name not in series:
+            raise ValueError(f"Invalid series: {name!r} (this part has {list(series)})")
+    return _time_ratio(series[a], series[b])
+
+
+def _ratio_fields(key: str, ratio: Ratio) -> Result:
+    """``{key: value, key_ci: [low, high]}``: how a part stores a ratio it reports."""
+    return {key: ratio.value, f"{key}_ci": ratio.interval()}

@@ -14,13 +14,34 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.bench.core import BenchConfig, Result, _device
+from cnnlab.bench.core import (
+    DDP_PARALLEL,
+    DDP_SINGLE,
+    BenchConfig,
+    Result,
+    _device,
+    _ratio_fields,
+    time_ratio,
+)
 from cnnlab.data import available
+from cnnlab.models import build_model
 from cnnlab.perf import (
     load_average,
 )
 
 # ----------------------------------------------------------------------------- data-parallel
+
+# (C, H, W) of each dataset's images: the size of the model, hence of the gradient all-reduced
+_INPUT_SHAPES = {"digits": (1, 8, 8), "fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28),
+                 "cifar10": (3, 32, 32)}
+
+
+def grad_bytes(dataset: str, width: int) -> int:
+    """Bytes of the gradient one data-parallel step all-reduces: one fp32 value per parameter of
+    the SmallCNN of ``width`` that :mod:`cnnlab.parallel` trains on ``dataset``, whatever the
+    batch size."""
+    model = build_model(_INPUT_SHAPES[dataset], 10, width=width)
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def _stop_group(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
@@ -44,8 +65,10 @@ def bench_ddp(cfg: BenchConfig, *, check: bool = True) -> Result:
     launch of :mod:`cnnlab.parallel` with ``--bench`` (interleaved epochs, medians).
 
     Returns:
-        The launch's figures (``bench`` -> single/parallel medians and ``speedup``;
-        ``max_param_diff`` with ``check``), ``command`` and ``launch_seconds`` (start-up
+        The launch's figures (``bench`` -> per-round and median seconds per epoch, ``speedup`` of
+        the medians, ``steps_per_epoch``; ``max_param_diff`` with ``check``; ``grad_bytes``
+        and ``world_size``), ``speedup`` (1 process / N processes, the geometric mean of the
+        paired rounds) with ``speedup_ci``, ``command`` and ``launch_seconds`` (start-up
         included), or ``skipped`` with the reason (e.g. fewer GPUs than processes).
     Raises:
         RuntimeError: the launch failed; the message holds the end of its output.
@@ -86,6 +109,8 @@ def bench_ddp(cfg: BenchConfig, *, check: bool = True) -> Result:
         result = json.loads(out.read_text())
     shown = ["python", "-m", "torch.distributed.run"] + cmd[3:-2]  # without the temp file
     return {**result, "dataset": dataset, "command": " ".join(shown), "launch_seconds": launch,
-            "load_average": [load_before, load_average()]}
+            "load_average": [load_before, load_average()],
+            "grad_bytes": grad_bytes(dataset, cfg.ddp_width),
+            **_ratio_fields("speedup", time_ratio(result, DDP_SINGLE, DDP_PARALLEL))}
 
 

@@ -1,5 +1,6 @@
-"""The benchmark as text: each part's table with the absolute figures and the ratios side by
-side; and targets (:class:`Goal`) checked against the figures (:func:`check_goals`)."""
+"""The benchmark as text: each part's table with the absolute figures (medians) and the ratios
+with their 95% intervals side by side; and targets (:class:`Goal`) checked against the figures
+and their intervals (:func:`check_goals`)."""
 
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ import operator
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from cnnlab.bench.conv import CONV_NCHW
-from cnnlab.bench.core import Result
-from cnnlab.bench.run import PARTS
+from cnnlab.bench.core import DDP_PARALLEL, DDP_SINGLE, Result, time_ratio
+from cnnlab.bench.run import PARTS, update_results
+from cnnlab.bench.step import STEP_NCHW
 
 # ----------------------------------------------------------------------------- the table
 
@@ -28,20 +30,45 @@ def _num(v: float | None, fmt: str = ".3g") -> str:
     return "n/a" if v is None or not math.isfinite(v) else format(v, fmt)
 
 
+def _gf(v: float | None) -> str:
+    """GFLOP/s: one decimal below 1,000, whole numbers with separators above (a GPU's 36,333)."""
+    return _num(v, ".1f") if v is None or not math.isfinite(v) or v < 1000 else f"{v:,.0f}"
+
+
+def _ci(value: float | None, ci: Sequence[float | None] | None, fmt: str = "{:.2f}x") -> str:
+    """``"1.92x (1.85-2.00)"``: a ratio and its 95% interval; ``"1.92x (no CI)"`` without one."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    low, high = ci if ci else (None, None)
+    if low is None or high is None:
+        return f"{fmt.format(value)} (no CI)"
+    return f"{fmt.format(value)} ({fmt.format(low).rstrip('x%')}-{fmt.format(high)})"
+
+
 def _rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
     return ["  " + fmt.format(*header), *("  " + fmt.format(*r) for r in rows)]
 
 
+def _vs(part: Result, name: str, base: str, fmt: str = "{:.2f}x") -> str:
+    """The cell "time of ``name`` / time of ``base``" with its interval (paired repeats)."""
+    if name == base:
+        return fmt.format(1.0)
+    r = time_ratio(part, name, base)
+    return _ci(r.value, r.interval(), fmt)
+
+
 def _fmt_conv(conv: Result, res: Result) -> list[str]:
     s = conv["shape"]
-    frac = (res.get("peak") or {}).get("fraction", {})
-    base = conv["variants"][CONV_NCHW]["seconds"]
-    header = ["variant", "time", "GFLOP/s", "time vs NCHW", *(["of peak"] if frac else []),
-              "spread"]
-    rows = [[name, _ms(v["seconds"]), _num(v["gflops"], ".1f"), f"{v['seconds'] / base:.2f}x",
-             *([f"{frac[name]:.0%}" if name in frac else "n/a"] if frac else []),
+    peak = res.get("peak") or {}
+    hw, mm = peak.get("fraction_hardware", {}), peak.get("fraction_matmul", {})
+    hw_ci = peak.get("fraction_hardware_ci", {})
+    header = ["variant", "time", "GFLOP/s", "time vs NCHW",
+              *(["of hw peak", "of matmul"] if mm else []), "spread"]
+    rows = [[name, _ms(v["seconds"]), _gf(v["gflops"]), _vs(conv, name, CONV_NCHW),
+             *([_ci(hw.get(name), hw_ci.get(name), "{:.0%}"), _num(mm.get(name), ".0%")]
+               if mm else []),
              f"{v['spread']:.0%}"] for name, v in conv["variants"].items()]
     return [(f"[conv] {s['in_channels']}->{s['out_channels']} channels, {s['kernel']}x"
              f"{s['kernel']}, on {s['batch']}x{s['in_channels']}x{s['size']}x{s['size']} "
@@ -54,45 +81,59 @@ def _fmt_conv(conv: Result, res: Result) -> list[str]:
 
 def _fmt_naive(naive: Result, res: Result) -> list[str]:
     s = naive["shape"]
-    base = naive["variants"][CONV_NCHW]["seconds"]
-    rows = [[name, _ms(v["seconds"]), _num(v["gflops"], ".3g"), f"{v['seconds'] / base:.3g}x",
-             f"{v['max_abs_diff']:.1e}"] for name, v in naive["variants"].items()]
+    rows = [[name, _ms(v["seconds"]), _num(v["gflops"], ".3g"),
+             _vs(naive, name, CONV_NCHW, "{:.3g}x"), f"{v['max_abs_diff']:.1e}"]
+            for name, v in naive["variants"].items()]
     return [(f"[naive] on the CPU, tiny input {s['batch']}x{s['in_channels']}x{s['size']}x"
              f"{s['size']} -> {s['out_channels']} channels"),
             *_rows(["variant", "time", "GFLOP/s", "time vs F.conv2d", "max |diff|"], rows)]
 
 
 def _fmt_peak(peak: Result, res: Result) -> list[str]:
-    hw = res.get("hardware", {})
-    where = hw["device_name"] if hw.get("device") == "cuda" else f"{peak['threads']} thread(s)"
-    return [(f"[peak] {where}: fp32 matmul {peak['matmul_size']}^3 "
-             f"{peak['matmul_gflops']:.1f} GFLOP/s, best conv ({peak['conv_name']}) "
-             f"{peak['conv_gflops']:.1f} GFLOP/s -> peak {peak['peak_gflops']:.1f} GFLOP/s "
-             f"(set by {peak['peak_source']})"),
-            *(f"  {name}: {f:.0%} of peak" for name, f in peak["fraction"].items())]
+    hw, prec = peak["hardware"], peak["precision"]
+    on = hw["name"] if hw.get("device") == "cuda" else f"{peak['threads']} thread(s)"
+    if peak["hardware_gflops"]:
+        head = (f"[peak] hardware peak, {prec}: {peak['hardware_gflops']:.1f} GFLOP/s "
+                f"({hw['source']})")
+    else:
+        head = f"[peak] hardware peak, {prec}: unknown ({hw['source']})"
+    mm_of = peak.get("matmul_of_hardware")
+    lines = [head, *(f"  assumed: {a}" for a in hw["assumptions"]),
+             (f"  measured on {on}: {peak['matmul_precision']} matmul {peak['matmul_size']}^3 "
+              f"{peak['matmul_gflops']:.1f} GFLOP/s"
+              + (f" = {mm_of:.0%} of the {peak['matmul_precision']} hardware peak"
+                 if mm_of is not None else ""))]
+    rows = [[name, _ci(peak["fraction_hardware"][name],
+                       peak["fraction_hardware_ci"].get(name), "{:.0%}"),
+             f"{f:.0%}"] for name, f in peak["fraction_matmul"].items()]
+    return lines + _rows(["convolution", "of hw peak", "of matmul"], rows)
 
 
 def _fmt_separable(sep: Result, res: Result) -> list[str]:
     s = sep["shape"]
     rows = [[name, f"{sep['params'][name]:,}", f"{sep['flops'][name] / 1e9:.3g}",
-             _ms(v["seconds"]), _num(v["gflops"], ".1f")] for name, v in sep["variants"].items()]
+             _ms(v["seconds"]), _gf(v["gflops"])] for name, v in sep["variants"].items()]
     return [(f"[separable] {s['in_channels']}->{s['out_channels']}, {s['kernel']}x{s['kernel']} "
              f"on {s['batch']}x{s['in_channels']}x{s['size']}x{s['size']}, forward+backward, "
              "channels_last"),
             *_rows(["layer", "params", "GFLOP", "time", "GFLOP/s"], rows),
             (f"  separable / standard: params {sep['param_ratio']:.2f}x, FLOPs "
-             f"{sep['flop_ratio']:.2f}x, time {sep['time_ratio']:.2f}x")]
+             f"{sep['flop_ratio']:.2f}x, time {_vs(sep, 'separable', 'standard')}")]
 
 
 def _fmt_step(step: Result, res: Result) -> list[str]:
     s = step["shape"]
-    rows = [[name, _ms(v["seconds"]), f"{v['speedup']:.2f}x", f"{v['spread']:.0%}"]
+    rows = [[name, _ms(v["seconds"]), _vs(step, STEP_NCHW, name), f"{v['spread']:.0%}"]
             for name, v in step["variants"].items()]
     cpu = "threads" in step and step.get("device") != "cuda"
     on = f", {step['threads']} thread(s)" if cpu else ""
     lines = [(f"[step] SmallCNN width {s['width']}, batch {s['batch']} of {s['size']}x"
               f"{s['size']}: forward + backward + SGD{on}"),
              *_rows(["variant", "time/step", "speed-up vs NCHW", "spread"], rows)]
+    if "flops" in step:
+        base = step["variants"][STEP_NCHW]
+        lines.append(f"  {step['flops'] / 1e9:.3g} GFLOP per step (3 forward passes): "
+                     f"{STEP_NCHW} at {step['flops'] / base['seconds'] / 1e9:.1f} GFLOP/s")
     if "compile_seconds" in step:
         hits = step.get("compile_cache_hits", 0)
         cached = (f" ({hits} of {hits + step.get('compile_cache_misses', 0)} graphs from "
@@ -106,9 +147,10 @@ def _fmt_step(step: Result, res: Result) -> list[str]:
 
 def _fmt_threads(thr: Result, res: Result) -> list[str]:
     rows = [[name, _ms(v["seconds"]), f"{v['spread']:.0%}"] for name, v in thr["variants"].items()]
+    names = list(thr["variants"])
     return [f"[threads] the fp32 channels_last step, intra-op threads ({thr['cores']} cores)",
             *_rows(["threads", "time/step", "spread"], rows),
-            f"  speed-up: {thr['speedup']:.2f}x"]
+            f"  speed-up: {_vs(thr, names[0], names[-1])}"]
 
 
 def _fmt_ddp(ddp: Result, res: Result) -> list[str]:
@@ -118,8 +160,11 @@ def _fmt_ddp(ddp: Result, res: Result) -> list[str]:
              *_rows(["setup", "s/epoch"], [["1 process x 1 thread", f"{b['single_median']:.3g}"],
                                           [f"{n} processes x 1 thread",
                                            f"{b['parallel_median']:.3g}"]]),
-             (f"  speed-up {b['speedup']:.2f}x; the whole launch, start-up included, took "
-              f"{ddp['launch_seconds']:.1f} s")]
+             (f"  speed-up {_vs(ddp, DDP_SINGLE, DDP_PARALLEL)}; the whole launch, start-up "
+              f"included, took {ddp['launch_seconds']:.1f} s")]
+    if "grad_bytes" in ddp and "steps_per_epoch" in b:
+        lines.append(f"  {b['steps_per_epoch']} steps per epoch, each all-reducing "
+                     f"{ddp['grad_bytes'] / 2**20:.3g} MiB of gradient")
     if "max_param_diff" in ddp:
         lines.append(f"  --check: max |param diff| vs 1 process {ddp['max_param_diff']:.1e}")
     note = _load_note(ddp.get("load_average"), os.cpu_count())
@@ -144,51 +189,101 @@ _COMPARISONS: dict[str, Callable[[float, float], bool]] = {
 @dataclass(frozen=True)
 class Goal:
     """A target for one figure of a benchmark result (:func:`check_goals`), e.g.
-    ``Goal("im2col within 3x of F.conv2d", "conv", ("ratio_im2col",), "<=", 3.0, "{:.2f}x")``.
+    ``Goal("im2col within 3x of F.conv2d", "conv", ("ratio_im2col",), "<=", 3.0, "{:.2f}x",
+    interval=("ratio_im2col_ci",))``.
     """
 
     description: str  # what the goal says, shown beside the figure
     part: str  # the result's part that holds the figure: "conv", "peak", "ddp", ...
-    key: tuple[str, ...]  # the figure's path inside that part, e.g. ("fraction", CONV_CL)
+    key: tuple[str, ...]  # the figure's path inside that part, e.g. ("fraction_hardware", CONV_CL)
     comparison: str  # ">=", "<=", ">" or "<": figure <comparison> threshold is met
     threshold: float
     fmt: str = "{:.3g}"  # how the figure is shown (str.format), e.g. "{:.0%}", "{:.2f}x"
+    # the path of the figure's 95% interval [low, high] in the part, e.g. ("ratio_im2col_ci",);
+    # () for a figure without one (then the goal is checked on the figure alone)
+    interval: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.comparison not in _COMPARISONS:
             raise ValueError(f"Invalid comparison: {self.comparison!r} (choose from "
                              f"{list(_COMPARISONS)})")
-        if (not isinstance(self.key, tuple) or not self.key
-                or not all(isinstance(k, str) for k in self.key)):
-            raise ValueError(f"Invalid key: {self.key!r} (a non-empty tuple of names)")
+        for name, path, empty_ok in (("key", self.key, False), ("interval", self.interval, True)):
+            if (not isinstance(path, tuple) or (not path and not empty_ok)
+                    or not all(isinstance(k, str) for k in path)):
+                raise ValueError(f"Invalid {name}: {path!r} (a{'' if empty_ok else ' non-empty'} "
+                                 "tuple of names)")
 
     def show(self, value: float | None) -> str:
         """``value`` in this goal's format; ``"not measured"`` for ``None``."""
         return "not measured" if value is None else self.fmt.format(value)
 
 
-def check_goals(res: Result, goals: Sequence[Goal]) -> list[tuple[str, float | None, bool | None]]:
-    """Each goal against a benchmark result: ``(description, measured value, met)``.
+class GoalCheck(NamedTuple):
+    """One goal checked (:func:`check_goals`)."""
+
+    description: str
+    value: float | None  # the figure; None: not measured
+    low: float | None  # its 95% interval (None: the figure has none)
+    high: float | None
+    status: str  # "met", "missed", "undecided" (the interval holds the target), "not measured"
+
+    @property
+    def met(self) -> bool | None:
+        """True (met), False (missed), None (undecided or not measured)."""
+        return {"met": True, "missed": False}.get(self.status)
+
+
+def _find(part: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        part = part.get(name) if isinstance(part, dict) else None
+    return part
+
+
+def check_goals(res: Result, goals: Sequence[Goal]) -> list[GoalCheck]:
+    """Each goal against a benchmark result, by the book's timing rule where the figure has an
+    interval: met when the whole 95% interval meets the target, missed when none of it does,
+    undecided when the interval holds the target.
 
     Args:
         res: :func:`~cnnlab.bench.run.run_bench`'s results, or any dict of parts (``{"conv":
             bench_conv(cfg), ...}``).
         goals: the targets, in the order to report them.
     Returns:
-        One tuple per goal; value and met are ``None`` where the figure was not measured (its
-        part is missing or was skipped, or the part lacks the key).
+        One :class:`GoalCheck` per goal; "not measured" where the figure is missing (its part
+        is missing or was skipped, or the part lacks the key). A figure without an interval
+        (``Goal.interval`` empty, or no interval stored) is checked on its value alone.
     """
-    out: list[tuple[str, float | None, bool | None]] = []
+    res = update_results(res)  # saved by an earlier version: the intervals from the repeats
+    out: list[GoalCheck] = []
     for goal in goals:
-        value: Any = res.get(goal.part)
-        if not _ok(value):
-            value = None
-        for name in goal.key:
-            value = value.get(name) if isinstance(value, dict) else None
-        met = None if value is None else bool(_COMPARISONS[goal.comparison](value,
-                                                                             goal.threshold))
-        out.append((goal.description, value, met))
+        part = res.get(goal.part)
+        if not _ok(part):
+            part = None
+        value = _find(part, goal.key)
+        if value is None:
+            out.append(GoalCheck(goal.description, None, None, None, "not measured"))
+            continue
+        ci = _find(part, goal.interval) if goal.interval else None
+        low, high = (ci if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci
+                     else (None, None))
+        test = _COMPARISONS[goal.comparison]
+        ends = [value] if low is None else [low, high]
+        met = [bool(test(x, goal.threshold)) for x in ends]
+        status = "met" if all(met) else "missed" if not any(met) else "undecided"
+        out.append(GoalCheck(goal.description, value, low, high, status))
     return out
+
+
+def goal_line(goal: Goal, check: GoalCheck) -> str:
+    """``"im2col within 3x: 2.37x (95% CI 1.90x to 2.96x) -> met"``, as :func:`format_table`
+    lists it; "undecided" says that the interval holds the target."""
+    if check.status == "not measured":
+        return f"{check.description}: not measured"
+    ci = ("" if check.low is None else
+          f" (95% CI {goal.fmt.format(check.low)} to {goal.fmt.format(check.high)})")
+    word = {"met": "met", "missed": "MISSED",
+            "undecided": "undecided (the interval holds the target)"}[check.status]
+    return f"{check.description}: {goal.show(check.value)}{ci} -> {word}"
 
 
 def _load_note(loads: Sequence[float | None] | None, cores: int | None) -> str:
@@ -216,19 +311,22 @@ def format_table(res: Result, parts: Sequence[str] | None = None, *,
     """The benchmark as text: absolute figures and ratios side by side, then the goals.
 
     Args:
-        res: :func:`run_bench`'s results (or a loaded JSON file of them).
+        res: :func:`run_bench`'s results (or a loaded JSON file of them, brought to the current
+            format by :func:`~cnnlab.bench.run.update_results`).
         parts: the sections to show (default: every part in ``res``).
         header: start with the hardware line and the repeat count.
-        goals: targets to check (:func:`check_goals`), listed last as met, MISSED or not
-            measured (default: none, no goals section).
+        goals: targets to check (:func:`check_goals`), listed last as met, MISSED, undecided
+            or not measured (default: none, no goals section).
     """
+    res = update_results(res)  # results saved by an earlier version: intervals, hardware peak
     hw, cfg = res["hardware"], res["config"]
     lines = []
     if header:
         lines += [(f"CNN Lab benchmark on {hw['device_name']} ({hw['device']}); CPU "
                    f"{hw['cpu']}, {hw['cores']} cores, {hw['threads']} torch threads; "
                    f"PyTorch {hw['torch']}"),
-                  f"every time is the median of {cfg['repeats']} interleaved repeats"
+                  f"times are medians of {cfg['repeats']} interleaved repeats, ratios geometric "
+                  "means of the paired repeats with their 95% intervals"
                   + _load_note(hw.get("load_average"), hw.get("cores"))]
     show = [p for p in (parts or PARTS) if p in res]
     for part in show:
@@ -239,7 +337,6 @@ def format_table(res: Result, parts: Sequence[str] | None = None, *,
             lines.append(f"[{part}] skipped: {res[part].get('skipped', 'not run')}")
     if goals:
         lines += ["", "goals"]
-        for goal, (text, value, met) in zip(goals, check_goals(res, goals)):
-            verdict = "" if met is None else f" -> {'met' if met else 'MISSED'}"
-            lines.append(f"  {text}: {goal.show(value)}{verdict}")
+        lines += [f"  {goal_line(goal, check)}"
+                  for goal, check in zip(goals, check_goals(res, goals))]
     return "\n".join(lines).lstrip("\n")

@@ -1,9 +1,11 @@
 """The whole benchmark run: the parts in order, a part that cannot run recorded as skipped,
-results saved and read as JSON."""
+results saved and read as JSON, and results saved by an earlier version brought to the current
+format (:func:`update_results`)."""
 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -16,10 +18,32 @@ from typing import Any
 
 import torch
 
-from cnnlab.bench.conv import bench_conv, bench_naive, bench_peak, bench_separable
-from cnnlab.bench.core import BenchConfig, Result, _device, _device_name
+from cnnlab.bench.conv import (
+    CONV_CL,
+    CONV_IM2COL,
+    CONV_NAIVE,
+    CONV_NCHW,
+    _precisions,
+    bench_conv,
+    bench_naive,
+    bench_peak,
+    bench_separable,
+    gpu_sheet_peak,
+    peak_figures,
+)
+from cnnlab.bench.core import (
+    DDP_PARALLEL,
+    DDP_SINGLE,
+    BenchConfig,
+    Result,
+    _device,
+    _device_name,
+    _ratio_fields,
+    time_ratio,
+)
 from cnnlab.bench.ddp import bench_ddp
-from cnnlab.bench.step import bench_threads, bench_train_step
+from cnnlab.bench.step import STEP_NCHW, bench_threads, bench_train_step, step_flops
+from cnnlab.hardware import HardwarePeak
 from cnnlab.perf import (
     cpu_model,
     hardware_summary,
@@ -116,3 +140,67 @@ def load_results(path: str | os.PathLike) -> Result | None:
     return json.loads(p.read_text())
 
 
+
+
+def _ok(part: Any) -> bool:
+    return isinstance(part, dict) and bool(part) and "skipped" not in part
+
+
+def update_results(results: Result) -> Result:
+    """A copy of saved results in the current format, for results saved by an earlier version
+    (``book/data/bench_cuda*.json``). Every part keeps its raw repeats, so what is missing is
+    computed from them:
+
+    * each reported ratio as the geometric mean of the paired repeats with its 95% interval
+      (``<key>_ci``; :func:`~cnnlab.bench.core.time_ratio`);
+    * the peak part against the hardware's peak: for a GPU, the data-sheet figure of the
+      stored device name (:func:`~cnnlab.bench.conv.gpu_sheet_peak`), at the precision the
+      stored TF32 flags allowed; a CPU's peak cannot be known from a saved result (``None``);
+    * the training step's FLOPs and GFLOP/s.
+
+    Figures already there are kept; results in the current format come back unchanged, and so
+    do parts without raw repeats (hand-made results).
+    """
+    res = copy.deepcopy(results)
+    hw = res.get("hardware", {})
+    conv = res.get("conv")
+    if _ok(conv) and "variants" in conv and "ratio_im2col_ci" not in conv:
+        conv.update(_ratio_fields("ratio_im2col", time_ratio(conv, CONV_IM2COL, CONV_NCHW)),
+                    **_ratio_fields("ratio_im2col_cl", time_ratio(conv, CONV_IM2COL, CONV_CL)),
+                    **_ratio_fields("speedup_cl", time_ratio(conv, CONV_NCHW, CONV_CL)))
+    naive = res.get("naive")
+    if _ok(naive) and "variants" in naive and "slowdown_naive_ci" not in naive:
+        naive.update(_ratio_fields("slowdown_naive", time_ratio(naive, CONV_NAIVE, CONV_NCHW)))
+    peak = res.get("peak")
+    if (_ok(peak) and "fraction_hardware" not in peak and "matmul_gflops" in peak and _ok(conv)
+            and "variants" in conv):
+        name = hw.get("device_name", "")
+        if hw.get("device") == "cuda":
+            sheet = gpu_sheet_peak(name)
+        else:
+            sheet = HardwarePeak("cpu", name, None, source="not known from a saved result")
+        dev = torch.device("cuda" if hw.get("device") == "cuda" else "cpu")
+        precision, mm_precision = _precisions(dev, hw.get("tf32") or {})
+        res["peak"] = peak_figures(conv, sheet, matmul_size=peak["matmul_size"],
+                                   matmul_gflops=peak["matmul_gflops"],
+                                   threads=peak.get("threads", hw.get("threads", 1)),
+                                   precision=precision, matmul_precision=mm_precision)
+    sep = res.get("separable")
+    if _ok(sep) and "variants" in sep and "time_ratio_ci" not in sep:
+        sep.update(_ratio_fields("time_ratio", time_ratio(sep, "separable", "standard")))
+    step = res.get("step")
+    if _ok(step) and "variants" in step and "shape" in step:
+        if "flops" not in step:
+            step["flops"] = step_flops(step["shape"])
+        for name, v in step["variants"].items():
+            v.setdefault("gflops", step["flops"] / v["seconds"] / 1e9)
+            if "speedup_ci" not in v:
+                v.update(_ratio_fields("speedup", time_ratio(step, STEP_NCHW, name)))
+    thr = res.get("threads")
+    if _ok(thr) and "variants" in thr and "speedup_ci" not in thr:
+        names = list(thr["variants"])
+        thr.update(_ratio_fields("speedup", time_ratio(thr, names[0], names[-1])))
+    ddp = res.get("ddp")
+    if _ok(ddp) and "bench" in ddp and "speedup_ci" not in ddp:
+        ddp.update(_ratio_fields("speedup", time_ratio(ddp, DDP_SINGLE, DDP_PARALLEL)))
+    return res

@@ -16,11 +16,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cnnlab.bench.core import BenchConfig, Result, _device, _figures, _gen
+from cnnlab.bench.core import (
+    BenchConfig,
+    Result,
+    _device,
+    _figures,
+    _gen,
+    _ratio_fields,
+    time_ratio,
+)
 from cnnlab.models import build_model
 from cnnlab.parallel import max_param_diff
 from cnnlab.perf import (
     bf16_support,
+    model_flops,
     num_threads,
     synchronize,
     time_interleaved,
@@ -110,7 +119,9 @@ def bench_train_step(cfg: BenchConfig, *, compile_check_steps: int = 3) -> Resul
     ``torch.compile`` of the channels_last model (skipped if ``cfg.compile`` is off or it fails).
 
     Returns:
-        ``variants`` (name -> seconds, spread, times, ``speedup`` vs fp32 NCHW),
+        ``variants`` (name -> seconds, spread, times, gflops at the median time, ``speedup`` vs
+        fp32 NCHW: the paired repeats' geometric mean, with ``speedup_ci``), ``flops`` (per
+        step, :func:`step_flops`),
         ``skipped_variants`` (name -> reason), ``compile_seconds`` (the first compiled step
         minus an eager step),
         ``compile_max_param_diff`` (compiled vs eager parameters after a few identical steps),
@@ -141,14 +152,24 @@ def bench_train_step(cfg: BenchConfig, *, compile_check_steps: int = 3) -> Resul
         else:
             skipped[STEP_COMPILE] = "not requested (compile=False)"
         timings = time_interleaved(fns, repeats=cfg.repeats, warmup=2, device=dev)
-    variants = _figures(timings, 0.0)
-    base = variants[STEP_NCHW]["seconds"]
-    for v in variants.values():
-        del v["gflops"]
-        v["speedup"] = base / v["seconds"]
-    out.update(variants=variants, skipped_variants=skipped, device=dev.type,
-               shape={"batch": cfg.step_batch, "width": cfg.step_width, "size": cfg.step_size})
+    shape = {"batch": cfg.step_batch, "width": cfg.step_width, "size": cfg.step_size}
+    flops = step_flops(shape)
+    part: Result = {"variants": _figures(timings, flops)}
+    for name, v in part["variants"].items():
+        v.update(_ratio_fields("speedup", time_ratio(part, STEP_NCHW, name)))
+    out.update(variants=part["variants"], skipped_variants=skipped, device=dev.type,
+               shape=shape, flops=flops)
     return out
+
+
+def step_flops(shape: dict[str, int]) -> int:
+    """FLOPs of one training step of the step part's SmallCNN (``shape``: ``batch``, ``width``,
+    ``size``), counted as 3 forward passes: the backward pass computes two products per layer
+    (the gradients of the input and of the weights), each as costly as the forward one (this
+    counts the first layer's input gradient, which is not needed: a slight overcount). The
+    SGD update and element-wise work are not counted."""
+    model = build_model((1, shape["size"], shape["size"]), 10, width=shape["width"])
+    return 3 * model_flops(model, torch.zeros(shape["batch"], 1, shape["size"], shape["size"]))
 
 
 def _fx_cache_counts() -> tuple[int, int]:
@@ -202,8 +223,9 @@ def bench_threads(cfg: BenchConfig, counts: Sequence[int] = (1, 2)) -> Result:
     """The fp32 channels_last training step with each intra-op thread count, interleaved.
 
     Returns:
-        ``variants`` (``"N thread(s)"`` -> seconds, ...), ``speedup`` (1 thread / most threads),
-        or ``skipped`` with the reason on a GPU (the step runs on the GPU, not on CPU threads).
+        ``variants`` (``"N thread(s)"`` -> seconds, ...), ``speedup`` (the time with the fewest
+        threads / with the most, paired repeats) with ``speedup_ci``, or ``skipped`` with the
+        reason on a GPU (the step runs on the GPU, not on CPU threads).
     """
     dev = _device(cfg)
     if dev.type == "cuda":
@@ -219,11 +241,12 @@ def bench_threads(cfg: BenchConfig, counts: Sequence[int] = (1, 2)) -> Result:
                 step()
 
         fns[f"{n} thread{'s' if n != 1 else ''}"] = call
-    variants = _figures(time_interleaved(fns, repeats=cfg.repeats, warmup=2), 0.0)
-    names = list(variants)
-    for v in variants.values():
+    part: Result = {"variants": _figures(time_interleaved(fns, repeats=cfg.repeats, warmup=2),
+                                         0.0)}
+    names = list(part["variants"])
+    for v in part["variants"].values():
         del v["gflops"]
-    return {"variants": variants, "cores": os.cpu_count(),
-            "speedup": variants[names[0]]["seconds"] / variants[names[-1]]["seconds"]}
+    return {**part, "cores": os.cpu_count(),
+            **_ratio_fields("speedup", time_ratio(part, names[0], names[-1]))}
 
 
