@@ -44,8 +44,7 @@ from cnnlab.bench import (
     check_goals,
     format_part,
     format_table,
-    gpu_sheet_peak,
-    grad_bytes,
+        grad_bytes,
     load_results,
     peak_figures,
     run_bench,
@@ -58,7 +57,7 @@ from cnnlab.bench import (
 from cnnlab.cli import main
 from cnnlab.config import RunConfig
 from cnnlab.experiments import run
-from cnnlab.hardware import HardwarePeak, hardware_peak
+from cnnlab.hardware import HardwarePeak, gpu_peak, hardware_peak
 from cnnlab.models import build_model, conv_layer_model, dense_layer_model
 from cnnlab.perf import bf16_support, cpu_model, num_threads
 from cnnlab.techniques.conv import layer_costs, shift_image, translation_error
@@ -594,14 +593,14 @@ def test_gpu_precision_follows_the_tf32_flags():
 
 
 def test_gpu_peaks_by_name_come_from_the_data_sheet_table():
-    h200 = gpu_sheet_peak("NVIDIA H200")
+    h200 = gpu_peak("NVIDIA H200")
     assert (h200.fp32_gflops, h200.tf32_gflops, h200.bf16_gflops) == (67000.0, 494700.0,
                                                                        989400.0)
     assert "H200 data sheet" in h200.source
-    assert gpu_sheet_peak("NVIDIA H100 PCIe").fp32_gflops == 51200.0  # before the SXM row
-    assert gpu_sheet_peak("NVIDIA A100-SXM4-80GB").fp32_gflops == 19500.0
-    assert gpu_sheet_peak("Tesla T4").tf32_gflops is None
-    assert gpu_sheet_peak("Some GPU").fp32_gflops is None
+    assert gpu_peak("NVIDIA H100 PCIe").fp32_gflops == 51200.0  # before the SXM row
+    assert gpu_peak("NVIDIA A100-SXM4-80GB").fp32_gflops == 19500.0
+    assert gpu_peak("Tesla T4").tf32_gflops is None
+    assert gpu_peak("Some GPU").fp32_gflops is None
 
 
 def test_stored_gpu_results_are_read_against_the_data_sheet_peak():

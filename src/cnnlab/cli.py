@@ -94,10 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     d = BenchConfig()
     b = sub.add_parser(
-        "bench", help="measure convolutions, the peak, training steps and data-parallel scaling",
+        "bench", help="measure convolutions against the hardware's peak, training steps and "
+        "data-parallel scaling",
         description="Times every variant of a table in one run, interleaved, and reports "
-        "medians: absolute figures (ms, GFLOP/s) and ratios side by side, with the CPU model "
-        "and thread count. See cnnlab.bench.",
+        "medians: absolute figures (ms, GFLOP/s), shares of the hardware's theoretical peak "
+        "and of a measured matrix product, and ratios with their 95% intervals, with the CPU "
+        "model and thread count. See cnnlab.bench and cnnlab.hardware.",
         epilog="example:\n  python -m cnnlab bench --parts conv peak --threads 1",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
@@ -112,7 +114,7 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out-channels", type=int, default=d.out_channels)
     b.add_argument("--size", type=int, default=d.size, help="H = W of the convolution input")
     b.add_argument("--matmul-size", type=int, default=d.matmul_size,
-                   help="side of the square fp32 matrices of the peak measurement")
+                   help="side of the square fp32 matrices of the matrix-product yardstick")
     b.add_argument("--step-batch", type=int, default=d.step_batch)
     b.add_argument("--step-width", type=int, default=d.step_width)
     b.add_argument("--step-threads", type=int, default=d.step_threads,

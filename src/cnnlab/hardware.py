@@ -31,6 +31,7 @@ __all__ = [
     "HardwarePeak",
     "cpu_flops_per_cycle",
     "cpu_peak",
+    "gpu_peak",
     "hardware_peak",
     "physical_cores",
 ]
@@ -209,12 +210,23 @@ def _cpu_hardware_peak(threads: int | None) -> HardwarePeak:
                         assumptions=tuple(assumptions))
 
 
-def _gpu_hardware_peak(device: torch.device) -> HardwarePeak:
-    name = torch.cuda.get_device_name(device)
+def gpu_peak(name: str) -> HardwarePeak:
+    """The data-sheet peak of a GPU known by its name (as PyTorch reports it, or as stored in a
+    saved result): the first row of :data:`GPU_TABLE` whose key is in ``name``. An unknown GPU
+    gets ``fp32_gflops=None``. "H200"/"H100" rows are the SXM parts: a stored name does not say
+    SXM or NVL."""
     for key, fp32, tf32, bf16, sheet in GPU_TABLE:
         if key in name:
             return HardwarePeak("cuda", name, fp32 * 1e3, bf16_gflops=bf16 and bf16 * 1e3,
                                 tf32_gflops=tf32 and tf32 * 1e3, source=sheet)
+    return HardwarePeak("cuda", name, None, source="GPU not in the data-sheet table")
+
+
+def _gpu_hardware_peak(device: torch.device) -> HardwarePeak:
+    name = torch.cuda.get_device_name(device)
+    sheet = gpu_peak(name)
+    if sheet.fp32_gflops is not None:
+        return sheet
     props = torch.cuda.get_device_properties(device)
     clock_khz = getattr(props, "clock_rate", None)
     if not clock_khz:

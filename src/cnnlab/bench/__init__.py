@@ -41,8 +41,7 @@ from cnnlab.bench.conv import (
     bench_naive,
     bench_peak,
     bench_separable,
-    gpu_sheet_peak,
-    hardware_fraction,
+        hardware_fraction,
     peak_figures,
 )
 from cnnlab.bench.core import DDP_PARALLEL, DDP_SINGLE, BenchConfig, time_ratio, timings
@@ -108,7 +107,6 @@ __all__ = [
     "format_part",
     "format_table",
     "goal_line",
-    "gpu_sheet_peak",
     "grad_bytes",
     "hardware_fraction",
     "load_results",

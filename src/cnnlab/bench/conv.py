@@ -21,7 +21,7 @@ from cnnlab.bench.core import (
     _ratio_fields,
     time_ratio,
 )
-from cnnlab.hardware import GPU_TABLE, HardwarePeak, hardware_peak
+from cnnlab.hardware import HardwarePeak, hardware_peak
 from cnnlab.perf import (
     Ratio,
     gflops,
@@ -133,17 +133,6 @@ def _precisions(dev: torch.device, tf32: dict[str, bool] | None = None) -> tuple
         tf32 = {"cudnn": torch.backends.cudnn.allow_tf32,
                 "matmul": torch.backends.cuda.matmul.allow_tf32}
     return ("tf32" if tf32.get("cudnn") else "fp32", "tf32" if tf32.get("matmul") else "fp32")
-
-
-def gpu_sheet_peak(name: str) -> HardwarePeak:
-    """The data-sheet peak of a GPU known only by its name (e.g. one stored in a saved result):
-    the first row of :data:`cnnlab.hardware.GPU_TABLE` whose key is in ``name``, as
-    :func:`cnnlab.hardware.hardware_peak` matches it; an unknown GPU gets no peak."""
-    for key, fp32, tf32, bf16, sheet in GPU_TABLE:
-        if key in name:
-            return HardwarePeak("cuda", name, fp32 * 1e3, bf16_gflops=bf16 and bf16 * 1e3,
-                                tf32_gflops=tf32 and tf32 * 1e3, source=sheet)
-    return HardwarePeak("cuda", name, None, source="GPU not in the data-sheet table")
 
 
 def peak_figures(conv: Result, hw: HardwarePeak, *, matmul_size: int, matmul_gflops: float,

@@ -28,8 +28,7 @@ from cnnlab.bench.conv import (
     bench_naive,
     bench_peak,
     bench_separable,
-    gpu_sheet_peak,
-    peak_figures,
+        peak_figures,
 )
 from cnnlab.bench.core import (
     DDP_PARALLEL,
@@ -43,7 +42,7 @@ from cnnlab.bench.core import (
 )
 from cnnlab.bench.ddp import bench_ddp
 from cnnlab.bench.step import STEP_NCHW, bench_threads, bench_train_step, step_flops
-from cnnlab.hardware import HardwarePeak
+from cnnlab.hardware import HardwarePeak, gpu_peak
 from cnnlab.perf import (
     cpu_model,
     hardware_summary,
@@ -154,7 +153,7 @@ def update_results(results: Result) -> Result:
     * each reported ratio as the geometric mean of the paired repeats with its 95% interval
       (``<key>_ci``; :func:`~cnnlab.bench.core.time_ratio`);
     * the peak part against the hardware's peak: for a GPU, the data-sheet figure of the
-      stored device name (:func:`~cnnlab.bench.conv.gpu_sheet_peak`), at the precision the
+      stored device name (:func:`~cnnlab.hardware.gpu_peak`), at the precision the
       stored TF32 flags allowed; a CPU's peak cannot be known from a saved result (``None``);
     * the training step's FLOPs and GFLOP/s.
 
@@ -176,7 +175,7 @@ def update_results(results: Result) -> Result:
             and "variants" in conv):
         name = hw.get("device_name", "")
         if hw.get("device") == "cuda":
-            sheet = gpu_sheet_peak(name)
+            sheet = gpu_peak(name)
         else:
             sheet = HardwarePeak("cpu", name, None, source="not known from a saved result")
         dev = torch.device("cuda" if hw.get("device") == "cuda" else "cpu")
