@@ -438,3 +438,11 @@ def test_the_landing_page_is_reread_whenever_a_chapter_is() -> None:
 
     assert ext.outdated_pages(App, Env, set(), {"book/dropout"}, set()) == ["book/intro"]
     assert ext.outdated_pages(App, Env, set(), set(), set()) == []  # nothing read: no rebuild
+
+
+def test_every_chapter_and_the_landing_page_link_to_the_methods_page() -> None:
+    """The statistics policy is written down once (book/methods.md); every page that reports a
+    measurement points to it."""
+    pages = [*CHAPTERS, ROOT / "book" / "intro.md"]
+    missing = [str(p.relative_to(ROOT)) for p in pages if "{doc}`methods`" not in p.read_text()]
+    assert not missing, f"pages without a link to the methods page: {missing}"
