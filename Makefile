@@ -46,10 +46,12 @@ system-deps:
 # every page; executed notebooks still come from jupyter-cache, so that takes seconds.
 BOOK_TOC ?=
 book: env
+	$(PY) scripts/cost.py start book
 	env -u MPLBACKEND $(VENV)/bin/jupyter-book build . --warningiserror --keep-going \
 	  $(if $(BOOK_TOC),--toc $(BOOK_TOC)) || { rm -rf _build/.doctrees; exit 1; }
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 	$(PY) scripts/check_site.py $(if $(BOOK_TOC),--toc $(BOOK_TOC))
+	$(PY) scripts/cost.py stop book
 
 unit: env
 	$(PY) -m pytest tests -m "not browser and not colab" -q
@@ -77,11 +79,13 @@ browser: env
 # Everything: unit tests, the Colab and local routes, every chapter through nbmake, the book build,
 # the browser test.
 test: env
+	$(PY) scripts/cost.py start test
 	$(MAKE) unit
 	$(MAKE) colab
 	$(MAKE) notebooks
 	$(MAKE) book
 	$(MAKE) browser
+	$(PY) scripts/cost.py stop test
 
 bench: env
 	$(PY) benchmarks/bench_fit.py

@@ -39,3 +39,11 @@ def test_probe_run_is_a_real_training_run() -> None:
     assert 0.05 < seconds < 60
     with pytest.raises(ValueError, match="Invalid repeats value: 0"):
         probe_run(repeats=0)
+
+
+def test_cost_text_in_seconds_and_probe_runs():
+    from cnnlab.runtimes import cost_text
+    assert cost_text("make book", 492.0, 0.5) == (
+        "make book: 8 min 12 s = 984 probe runs (probe 0.50 s, measured at the start)")
+    with pytest.raises(ValueError, match="Invalid probe time: 0"):
+        cost_text("make book", 10.0, 0)
