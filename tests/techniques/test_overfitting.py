@@ -1,5 +1,6 @@
-"""Early stopping (scripted validation curves and a real fit) and batch augmentation (checked
-against torchvision's own flip, against shift semantics, and for reproducibility)."""
+"""Early stopping (scripted validation curves and a real fit), batch augmentation (checked
+against torchvision's own flip, against shift semantics, and for reproducibility), and the bound on
+memorized noisy labels (by hand, and against counts on random predictions)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
+from cnnlab.data import noisy_labels
 from cnnlab.models import build_model
-from cnnlab.techniques.overfitting import Augmentation, EarlyStopping, random_affine
+from cnnlab.techniques.overfitting import (
+    Augmentation,
+    EarlyStopping,
+    memorized_at_least,
+    random_affine,
+)
 from cnnlab.train import History, evaluate, fit
 
 # ----------------------------------------------------------------------------- early stopping
@@ -207,3 +214,44 @@ def test_augmentation_hook_keeps_labels_and_fit_stays_reproducible(digits) -> No
     plain = fit(build_model(digits.input_shape, digits.num_classes, seed=0, width=4), digits,
                 epochs=2, lr=0.05, seed=1, progress=False)
     assert plain.train_loss != a.train_loss  # the batches were transformed
+
+
+# ----------------------------------------------------------------------------- memorized labels
+
+
+def test_memorized_at_least_by_hand() -> None:
+    assert memorized_at_least(1.0, 0.64) == pytest.approx(1.0)  # every wrong label fitted
+    assert memorized_at_least(0.82, 0.64) == pytest.approx(0.18 / 0.36)
+    assert memorized_at_least(0.64, 0.64) == 0.0  # fitting only the right labels is possible
+    assert memorized_at_least(0.5, 0.64) == 0.0
+    assert memorized_at_least(0.3, 0.0) == pytest.approx(0.3)  # every label wrong
+
+
+@pytest.mark.parametrize(("acc", "right"), [(-0.1, 0.5), (1.1, 0.5), (0.5, 1.0), (0.5, -0.2),
+                                            (math.nan, 0.5)])
+def test_memorized_at_least_rejects_invalid_shares(acc: float, right: float) -> None:
+    with pytest.raises(ValueError, match="Invalid"):
+        memorized_at_least(acc, right)
+
+
+def test_memorized_at_least_bounds_the_counted_share() -> None:
+    """On noisy labels and random predictions, the share of wrong labels predicted is never below
+    the bound, and equals it when the predictions fit every right label."""
+    gen = torch.Generator().manual_seed(0)
+    true = torch.randint(10, (2000,), generator=gen)  # the true classes
+    labels = noisy_labels(true, 0.4, 10, gen)
+    wrong = labels != true
+    n, n_wrong = len(labels), int(wrong.sum())
+    right = 1 - n_wrong / n
+    for keep in (0.0, 0.3, 0.7, 0.95):
+        for fit_right in (True, False):
+            pred = torch.randint(10, (2000,), generator=gen)  # a random guess where not kept
+            pred = torch.where(torch.rand(2000, generator=gen) < keep, labels, pred)
+            if fit_right:
+                pred = torch.where(wrong, pred, true)
+            acc = int((pred == labels).sum()) / n
+            counted = int((pred == labels)[wrong].sum()) / n_wrong
+            bound = memorized_at_least(acc, right)
+            assert counted >= bound - 1e-9
+            if fit_right:
+                assert counted == pytest.approx(bound)

@@ -6,7 +6,8 @@
 * :mod:`~cnnlab.techniques.dropout`: inverted dropout (section 4.4).
 * :mod:`~cnnlab.techniques.conv`: convolution as im2col + matmul, separable convolution,
   parameter and FLOP counts, translation equivariance (section 4.5).
-* :mod:`~cnnlab.techniques.overfitting`: early stopping and data augmentation (FAQ 6.4).
+* :mod:`~cnnlab.techniques.overfitting`: early stopping and data augmentation (FAQ 6.4), and
+  a bound on memorized noisy labels.
 
 Each is a functional core plus a thin ``nn.Module``, or a :class:`~cnnlab.train.Hook` for
 :func:`~cnnlab.train.fit`. The article's own (broken) code lives in :mod:`cnnlab.article`.
@@ -27,7 +28,12 @@ from cnnlab.techniques.conv import (
 )
 from cnnlab.techniques.dropout import Dropout, Dropout2d, dropout, dropout2d
 from cnnlab.techniques.normalization import BatchNorm2d, activation_stats, batch_norm
-from cnnlab.techniques.overfitting import Augmentation, EarlyStopping, random_affine
+from cnnlab.techniques.overfitting import (
+    Augmentation,
+    EarlyStopping,
+    memorized_at_least,
+    random_affine,
+)
 from cnnlab.techniques.regularization import (
     L1,
     L2,
@@ -65,6 +71,7 @@ __all__ = [
     "l1_penalty",
     "l2_penalty",
     "layer_costs",
+    "memorized_at_least",
     "penalized_parameters",
     "random_affine",
     "shift_image",

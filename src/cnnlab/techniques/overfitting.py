@@ -16,6 +16,9 @@ Flips are *off* by default, on purpose: an augmentation must not change what the
 A mirrored 2 or 5 is not a digit (and a mirrored 5 looks like a 2), a 6 turned upside down is
 a 9; for Fashion-MNIST a left-right flip keeps the class (a mirrored shoe is still a shoe), an
 upside-down flip does not give a picture that occurs in the data.
+
+:func:`memorized_at_least` reads memorizing off a training accuracy: with label noise, a network
+that fits more of its training labels than are right has learned wrong ones by heart.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from torch import Tensor, nn
 
 from cnnlab.train import History, Hook
 
-__all__ = ["Augmentation", "EarlyStopping", "random_affine"]
+__all__ = ["Augmentation", "EarlyStopping", "memorized_at_least", "random_affine"]
 
 _MONITORS = ("val_loss", "val_acc")
 
@@ -114,6 +117,34 @@ class EarlyStopping(Hook):
     def __repr__(self) -> str:
         return (f"EarlyStopping(patience={self.patience}, monitor={self.monitor!r}, "
                 f"min_delta={self.min_delta})")
+
+
+def memorized_at_least(train_acc: float, right: float) -> float:
+    r"""The least share of the wrong training labels that a network with ``train_acc`` has fitted.
+
+    With label noise (:func:`cnnlab.data.noisy_labels`) a share ``right`` of the training labels
+    is the true class and the rest are wrong. Training accuracy against these labels counts the
+    images fitted to a right label (at most ``right``) plus those fitted to a wrong one, so at
+    least ``train_acc - right`` of the images are fitted to a wrong label, which no pattern of
+    the data explains:
+
+    .. math:: \text{memorized} \ge \max(0,\ a - r) \,/\, (1 - r),
+       \qquad a = \text{train\_acc},\ r = \text{right}
+
+    The bound is reached when every right label is fitted too.
+
+    Args:
+        train_acc: accuracy on the training split against its (noisy) labels, in [0, 1]; measure
+            it in eval mode (``History.train_eval_acc``).
+        right: the share of those labels that are the true class, in [0, 1).
+    Returns:
+        The bound, in [0, 1].
+    """
+    if not 0.0 <= train_acc <= 1.0:
+        raise ValueError(f"Invalid train_acc value: {train_acc} (must be in [0, 1])")
+    if not 0.0 <= right < 1.0:
+        raise ValueError(f"Invalid right value: {right} (must be in [0, 1): some labels wrong)")
+    return max(0.0, train_acc - right) / (1.0 - right)
 
 
 def _uniform(n: int, bound: float, generator: torch.Generator) -> Tensor:
