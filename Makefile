@@ -40,6 +40,8 @@ system-deps:
 # anchors, no traceback or warning in an output, chapter page weights (scripts/check_site.py).
 # MPLBACKEND is unset for the build so that ipykernel picks its inline backend and figures appear
 # on the pages (with the Agg exported above for tests, a figure would print as "<Figure ...>").
+# Then the Chinese edition (中文版) into _build/html/zh, from the catalogs in locales/ and the same
+# jupyter-cache, so it executes nothing (scripts/i18n.py build; also -W).
 # BOOK_TOC=path/to/toc.yml builds with another table of contents (e.g. a subset of chapters).
 # A failed build forgets Sphinx's environment (_build/.doctrees): Sphinx warns only while it reads
 # a page, so an incremental rebuild would skip the failing page and pass. The next build re-reads
@@ -50,6 +52,7 @@ book: env
 	env -u MPLBACKEND $(VENV)/bin/jupyter-book build . --warningiserror --keep-going \
 	  $(if $(BOOK_TOC),--toc $(BOOK_TOC)) || { rm -rf _build/.doctrees; exit 1; }
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
+	$(PY) scripts/i18n.py build $(if $(BOOK_TOC),--toc $(BOOK_TOC))
 	$(PY) scripts/check_site.py $(if $(BOOK_TOC),--toc $(BOOK_TOC))
 	$(PY) scripts/cost.py stop book
 

@@ -6,12 +6,17 @@ manager, records every request, response and console message, moves every static
 saves a full-page screenshot to ``_build/screenshots/`` (beside the site's ``html/``); the
 tests below each judge one aspect of those records, so a failure names the page and what went wrong.
 
+The Chinese edition (``zh/``) is crawled the same way, and its own checks compare each Chinese
+page with its English one: Chinese prose, a CJK font that renders, the same glued values, a
+language switcher that round-trips, the theme's strings in Chinese, and search in Chinese.
+
 Skipped (with the reason) only where Chromium is not installed; a missing site fails.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +25,9 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 import yaml
 
-from .conftest import ROOT, check_site
+from .conftest import ROOT, check_site, load_script
+
+i18n = load_script("i18n")
 
 pytestmark = pytest.mark.browser
 
@@ -41,6 +48,7 @@ class Visit:
 
     page: str  # path of the page in the site, e.g. book/dropout.html
     doc: str | None  # the chapter's document name when the page is a chapter
+    lang: str = "en"  # "zh" for the Chinese edition's pages (under zh/)
     bad_status: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     offsite: list[str] = field(default_factory=list)
@@ -56,6 +64,12 @@ class Visit:
     narrow_sliders: list[str] = field(default_factory=list)  # slider frames narrower than it
     dead_controls: list[str] = field(default_factory=list)  # widget buttons without a kernel
     own_bytes: int = 0  # bytes loaded from outside _static/ (the page's own weight)
+    glued: list[str] = field(default_factory=list)  # the glued values shown, in page order
+    switcher: str | None = None  # the language switcher's target, as an absolute URL
+    english: list[str] = field(default_factory=list)  # prose blocks with no Chinese in them
+    cjk_renders: bool = False  # two different CJK characters draw differently (a font has them)
+    html_lang: str = ""
+    search_label: str = ""  # the theme's search button, as a reader sees it
     screenshot: Path | None = None
     error: str | None = None  # the crawl itself failed on this page
 
@@ -120,9 +134,36 @@ _PAGE_FACTS = """(viewType) => {
   const dead = Array.from(document.querySelectorAll(
       'button.jupyter-button, .widget-button, .jupyter-widgets button'))
       .map(b => `ipywidgets button "${b.innerText.trim()}"`);
+  // The Chinese edition: glued values, the switcher, prose blocks without any Chinese (code,
+  // formulas, glued values and outputs aside), and whether a CJK font draws two characters.
+  const article = document.querySelector('article.bd-article') || document.body;
+  const glued = Array.from(article.querySelectorAll('.pasted-text')).map(e => e.textContent);
+  const sw = document.querySelector('a.btn-cnnlab-lang');
+  const cjk = /[\u3400-\u9fff]/;
+  const english = [];
+  article.querySelectorAll('p, li, h1, h2, h3, h4, th, td, .admonition-title, summary, caption')
+    .forEach(el => {
+      if (el.closest('.cell_output, .cell_input, pre, .highlight, dl.py, .notranslate'))
+        return;
+      const c = el.cloneNode(true);
+      c.querySelectorAll('code, .pasted-text, .math, mjx-container, script, ul, ol, p, ' +
+                         '.headerlink').forEach(n => n.remove());
+      const t = c.textContent.trim();
+      if ((t.match(/[A-Za-z]{3,}/g) || []).length >= 4 && !cjk.test(t))
+        english.push(t.slice(0, 90));
+    });
+  const canvas = document.createElement('canvas');
+  canvas.width = canvas.height = 48;
+  const g = canvas.getContext('2d');
+  const family = getComputedStyle(article.querySelector('p') || document.body).fontFamily;
+  const draw = ch => { g.clearRect(0, 0, 48, 48); g.font = `36px ${family}`;
+                       g.fillText(ch, 4, 40); return g.getImageData(0, 0, 48, 48).data.join(); };
+  const search = document.querySelector('.search-button-field, button.search-button');
   return {broken, figures: figs.length, views: views.length, widgetProblems, colab,
           sliders: document.querySelectorAll('.cnnlab-slider').length,
-          overflow, narrow, dead};
+          overflow, narrow, dead, glued, switcher: sw ? sw.href : null, english,
+          cjkRenders: draw('中') !== draw('国'), htmlLang: document.documentElement.lang,
+          searchLabel: search ? (search.innerText || search.title || '').trim() : ''};
 }"""
 
 _VISIBLE_FRAME = """(root) => {
@@ -179,7 +220,7 @@ def _quiet(page, inflight: dict, quiet_ms: int = 500, timeout_ms: int = TIMEOUT_
 def _visit(browser, base: str, site: Path, path: Path, doc: str | None, shots: Path) -> Visit:
     """Visit one page in a fresh browser context (as a first-time reader: nothing cached)."""
     rel = path.relative_to(site).as_posix()
-    visit = Visit(rel, doc)
+    visit = Visit(rel, doc, "zh" if rel.startswith("zh/") else "en")
     origin = urlsplit(base).netloc
     context = browser.new_context(viewport={"width": 1280, "height": 900})
 
@@ -273,6 +314,10 @@ def _visit(browser, base: str, site: Path, path: Path, doc: str | None, shots: P
         visit.overflow = facts["overflow"]
         visit.narrow_sliders = facts["narrow"]
         visit.dead_controls = facts["dead"]
+        visit.glued, visit.switcher, visit.english = (facts["glued"], facts["switcher"],
+                                                      facts["english"])
+        visit.cjk_renders, visit.html_lang = facts["cjkRenders"], facts["htmlLang"]
+        visit.search_label = facts["searchLabel"]
         shot = shots / (rel.replace("/", "__").removesuffix(".html") + ".png")
         page.screenshot(path=str(shot), full_page=True)
         visit.screenshot = shot
@@ -290,7 +335,7 @@ def visits(site: Path, server: str, chapters: list[str]) -> dict[str, Visit]:
     executable = _chromium()
     from playwright.sync_api import sync_playwright
 
-    docs = {f"{d}.html": d for d in chapters}
+    docs = {f"{lang}{d}.html": d for d in chapters for lang in ("", "zh/")}
     shots = site.parent / "screenshots"
     if shots.exists():
         shutil.rmtree(shots)
@@ -384,7 +429,9 @@ def test_colab_links_point_at_the_chapter_notebook(visits: dict[str, Visit]) -> 
     for page, v in visits.items():
         if not v.doc:
             continue
-        notebook = f"{book}/{v.doc}.ipynb".lstrip("/")
+        # A Chinese page opens the Chinese notebook (scripts/i18n.py writes it from the catalogs).
+        notebook = (f"{i18n.NOTEBOOKS.relative_to(ROOT).as_posix()}/{v.doc}.ipynb"
+                    if v.lang == "zh" else f"{book}/{v.doc}.ipynb".lstrip("/"))
         if not _is_notebook(v.doc):
             if not (ROOT / f"{v.doc}.md").is_file():
                 problems.append(f"{page}: neither {v.doc}.ipynb nor {v.doc}.md exists")
@@ -413,3 +460,77 @@ def test_screenshots_saved(visits: dict[str, Visit]) -> None:
     missing = [p for p, v in visits.items() if v.doc and not (v.screenshot and
                                                               v.screenshot.is_file())]
     assert not missing, f"no screenshot of: {missing}"
+
+
+# ----------------------------------------------------------------------- the Chinese edition
+def _pairs(visits: dict[str, Visit]) -> list[tuple[Visit, Visit]]:
+    """(English page, Chinese page) for every page of the site that has both."""
+    return [(v, visits[f"zh/{p}"]) for p, v in visits.items()
+            if v.lang == "en" and v.doc and f"zh/{p}" in visits]
+
+
+def test_every_page_has_its_chinese_page(visits: dict[str, Visit], chapters: list[str]) -> None:
+    missing = [d for d in chapters if f"zh/{d}.html" not in visits]
+    assert not missing, f"pages with no Chinese page: {missing} (make book builds zh/)"
+
+
+def test_chinese_pages_are_in_chinese(visits: dict[str, Visit]) -> None:
+    _fail({p: v for p, v in visits.items() if v.lang == "zh"}, "english",
+          "paragraphs of English prose on Chinese pages")
+
+
+def test_a_cjk_font_renders_on_chinese_pages(visits: dict[str, Visit]) -> None:
+    bad = [p for p, v in visits.items() if v.lang == "zh" and v.doc and not v.cjk_renders]
+    assert not bad, f"'中' and '国' draw the same (no CJK font, boxes instead) on: {bad}"
+
+
+def test_the_switcher_round_trips(visits: dict[str, Visit], server: str) -> None:
+    problems = []
+    for en, zh in _pairs(visits):
+        if en.switcher != server + zh.page:
+            problems.append(f"{en.page}: the switcher goes to {en.switcher}, not {zh.page}")
+        if zh.switcher != server + en.page:
+            problems.append(f"{zh.page}: the switcher goes to {zh.switcher}, not {en.page}")
+    assert _pairs(visits) and not problems, "\n".join(problems)
+
+
+def test_glued_values_are_the_same_in_both_editions(visits: dict[str, Visit]) -> None:
+    """Every number pasted into the English prose appears on the Chinese page too, from the same
+    execution (a worded result is in Chinese words there, with the same numbers; the order of
+    the values may change with the sentence)."""
+    def numbers(v: Visit) -> list[str]:
+        return sorted(n for text in v.glued for n in i18n.glue_template(text)[1])
+
+    problems = []
+    for en, zh in _pairs(visits):
+        a, b = numbers(en), numbers(zh)
+        if len(en.glued) != len(zh.glued) or a != b:
+            problems.append(f"{zh.page}: {len(zh.glued)} glued values, {len(en.glued)} in "
+                            f"English; numbers only in English: {sorted(set(a) - set(b))[:8]}, "
+                            f"only in Chinese: {sorted(set(b) - set(a))[:8]}")
+    assert not problems, "\n".join(problems)
+    assert any(en.glued for en, _ in _pairs(visits)), "no glued value found on any page"
+
+
+def test_chinese_pages_use_the_themes_chinese_strings(visits: dict[str, Visit]) -> None:
+    cjk = re.compile(r"[\u3400-\u9fff]")
+    bad = [f"{p}: lang={v.html_lang!r}, search button {v.search_label!r}"
+           for p, v in visits.items() if v.lang == "zh" and v.doc
+           and not (v.html_lang.startswith("zh") and cjk.search(v.search_label))]
+    assert not bad, "Chinese pages with the theme's English strings:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("word", ["正则化", "批量归一化"])
+def test_search_finds_chinese_words(site: Path, server: str, word: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(f"{server}zh/search.html?q={word}", wait_until="load", timeout=TIMEOUT_MS)
+        page.wait_for_function("() => document.querySelectorAll('#search-results li').length"
+                               " > 0 || /\\d/.test((document.querySelector('#search-results "
+                               "p') || {}).innerText || '')", timeout=TIMEOUT_MS)
+        hits = page.locator("#search-results li").count()
+        browser.close()
+    assert hits > 0, f"searching the Chinese edition for {word} finds nothing"
