@@ -88,6 +88,16 @@ def markup_difference(msgid: str, msgstr: str) -> str:
                      (("missing", missing), ("added", added)) if xs)
 
 
+def emphasis(text: str) -> tuple[int, int]:
+    """How many bold and italic spans Markdown (CommonMark, as MyST) reads in ``text``: a
+    ``**`` before Chinese punctuation and a character (``**你将学到：**本书``) is not closed, and
+    the asterisks would show."""
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark").renderInline(MARKUP.sub("x", text))
+    return html.count("<strong>"), html.count("<em>")
+
+
 def catalog_problems(root: Path = CATALOGS) -> list[Problem]:
     """Every untranslated or fuzzy message in the catalogs under ``root``, and every translation
     that lost or added a role, code span, formula or link target."""
@@ -103,6 +113,11 @@ def catalog_problems(root: Path = CATALOGS) -> list[Problem]:
                 problems.append(Problem(rel, str(message.id), "untranslated"))
             elif diff := markup_difference(str(message.id), str(message.string)):
                 problems.append(Problem(rel, str(message.id), f"markup differs: {diff}"))
+            elif emphasis(str(message.id)) != emphasis(str(message.string)):
+                problems.append(Problem(rel, str(message.id), "bold/italic differs: (bold, "
+                                        f"italic) {emphasis(str(message.id))} in English, "
+                                        f"{emphasis(str(message.string))} in the translation "
+                                        "(put Chinese punctuation outside the ** markers)"))
     return problems
 
 
@@ -309,7 +324,10 @@ def main() -> None:
             problems = [str(p) for page in args.pages for p in catalog_problems(
                 CATALOGS / f"{page.removesuffix('.po')}.po")]
         else:
-            problems = [*map(str, catalog_problems()), *map(str, catalog_problems(GLUE))]
+            problems = [*map(str, catalog_problems())]
+            problems += ([*map(str, catalog_problems(GLUE))] if GLUE.exists() else
+                         [f"{GLUE.relative_to(ROOT)}: missing (make book, then "
+                          "python scripts/i18n.py update)"])
             problems += [f"{p}: out of date (python scripts/i18n.py notebooks)"
                          for p in stale_notebooks()]
         print("\n".join(problems) or "every message is translated; the notebooks are current")

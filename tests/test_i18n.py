@@ -103,11 +103,13 @@ def test_catalog_problems_name_the_file_and_the_english_text(tmp_path: Path) -> 
                   'msgid "Done."\nmsgstr "完成。"\n\n'
                   'msgid "Not yet."\nmsgstr ""\n\n'
                   '#, fuzzy\nmsgid "Changed."\nmsgstr "旧的。"\n\n'
-                  'msgid "Acc {glue:text}`acc`."\nmsgstr "准确率。"\n', encoding="utf8")
+                  'msgid "Acc {glue:text}`acc`."\nmsgstr "准确率。"\n\n'
+                  'msgid "**You will learn:** this."\nmsgstr "**你将学到：**本书。"\n\n'
+                  'msgid "**Bold**: fine."\nmsgstr "**粗体**：好。"\n', encoding="utf8")
     problems = i18n.catalog_problems(po)
     assert [(p.msgid, p.why.split(":")[0]) for p in problems] == [
         ("Not yet.", "untranslated"), ("Changed.", "fuzzy"), ("Acc {glue:text}`acc`.",
-                                                              "markup differs")]
+         "markup differs"), ("**You will learn:** this.", "bold/italic differs")]
     assert all(str(po) in str(p) for p in problems)
 
 
