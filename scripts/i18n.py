@@ -132,7 +132,7 @@ def translations(docname: str) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------- the builds
 def _build(outdir: Path, builder: str, overrides: dict, *, doctrees: Path | None = None,
-           strict: bool = False, toc: Path | None = None) -> None:
+           strict: bool = False, toc: Path | None = None, fresh: bool = False) -> None:
     """One Sphinx build of the book, configured as ``jupyter-book build`` configures it (the same
     _config.yml and _toc.yml), plus ``overrides``. Runs in a child process (Sphinx and docutils
     keep global state)."""
@@ -147,7 +147,7 @@ def _build(outdir: Path, builder: str, overrides: dict, *, doctrees: Path | None
         f"r = build_sphinx(root, Path({str(outdir)!r}), noconfig=True,\n"
         "    path_config=str(root / '_config.yml'), confoverrides=over,\n"
         f"    builder={builder!r}, warningiserror={strict}, keep_going={strict},\n"
-        f"    doctreedir={str(doctrees) if doctrees else None!r})\n"
+        f"    doctreedir={str(doctrees) if doctrees else None!r}, freshenv={fresh})\n"
         "sys.exit(1 if r else 0)\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
@@ -233,8 +233,10 @@ def build(toc: Path | None = None) -> None:
     _build/html/zh. Fails on any Sphinx warning, like the English build."""
     start = time.perf_counter()
     try:
+        # every page read afresh: the catalogs and the glued texts' catalog are not files
+        # Sphinx tracks, and the executed notebooks come from the jupyter-cache anyway
         _build(ZH_OUT / "html", "html", zh_overrides(), doctrees=ZH_OUT / ".doctrees",
-               strict=True, toc=toc.resolve() if toc else None)
+               strict=True, toc=toc.resolve() if toc else None, fresh=True)
     except subprocess.CalledProcessError:
         shutil.rmtree(ZH_OUT / ".doctrees", ignore_errors=True)  # re-read every page next time
         raise
@@ -262,6 +264,9 @@ def translate_markdown(source: str, catalog: dict[str, str]) -> tuple[str, list[
     translation, longest first; and the messages replaced."""
     used = []
     for msgid in sorted(catalog, key=len, reverse=True):
+        if catalog[msgid] == msgid:  # kept as it is (a formula, a name): nothing to replace
+            used.append(msgid)
+            continue
         new, n = _pattern(msgid).subn(lambda _, zh=catalog[msgid]: zh, source)
         if n:
             source, used = new, used + [msgid]

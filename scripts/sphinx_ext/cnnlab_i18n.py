@@ -86,7 +86,8 @@ def _patch_glue_text_role() -> None:
         env = getattr(self.document.settings, "env", None)
         if env is not None and "nb_renderer" not in self.document and "::" not in self.text:
             source = "/" + str(env.doc2path(env.docname, False))
-            self.text = f"{source}::{self.text}"
+            # the role splits a format spec off at the last ":", so the form needs one
+            self.text = f"{source}::{self.text}" + ("" if ":" in self.text else ":s")
         return original(self)
 
     run._cnnlab_i18n = True  # type: ignore[attr-defined]
@@ -134,14 +135,14 @@ class TranslateGluedText(SphinxPostTransform):
     default_priority = 50
 
     def apply(self, **kwargs: Any) -> None:
-        catalog = getattr(self.env, "cnnlab_glue_catalog", None)
-        if catalog is None:
-            path = Path(self.env.srcdir) / self.config.cnnlab_i18n_glue_catalog
-            catalog = read_glue_catalog(path) if self.config.cnnlab_i18n_glue_catalog else {}
-            self.env.cnnlab_glue_catalog = catalog
-        if not catalog:
+        if not self.config.cnnlab_i18n_glue_catalog:
             return
-        missed = self.env.__dict__.setdefault("cnnlab_glue_missed", set())
+        # read once per build (kept on the app, not the pickled environment)
+        if not hasattr(self.app, "cnnlab_glue_catalog"):
+            path = Path(self.env.srcdir) / self.config.cnnlab_i18n_glue_catalog
+            self.app.cnnlab_glue_catalog = read_glue_catalog(path)
+            self.app.cnnlab_glue_missed = set()
+        catalog, missed = self.app.cnnlab_glue_catalog, self.app.cnnlab_glue_missed
         for node in list(self.document.findall(nodes.inline)):
             if "pasted-text" not in node.get("classes", []):
                 continue
@@ -156,7 +157,7 @@ class TranslateGluedText(SphinxPostTransform):
 
 def report_missed(app: Any, exc: Exception | None) -> None:
     """``build-finished``: the glued texts that stayed English, one template a line."""
-    missed = getattr(app.env, "cnnlab_glue_missed", None)
+    missed = getattr(app, "cnnlab_glue_missed", None)
     if exc is None and app.config.cnnlab_i18n_glue_catalog and missed is not None:
         out = Path(app.outdir).parent / "untranslated-glue.txt"
         out.write_text("".join(f"{t}\n" for t in sorted(missed)), encoding="utf8")
