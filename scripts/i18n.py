@@ -215,7 +215,29 @@ def update_glue(missed: Path = ZH_OUT / "untranslated-glue.txt") -> int:
     return len(new)
 
 
+GLOSSARY = ROOT / "book" / "glossary.md"
+
+
+def glossary_terms(path: Path = GLOSSARY) -> list[str]:
+    """The Chinese terms of the glossary's table, one by one (``批次、小批量`` gives two): the
+    search index's word list, so that jieba keeps ``正则化`` whole instead of splitting it into
+    ``正则`` and ``化`` (a reader searches for the whole term)."""
+    terms: list[str] = []
+    for line in path.read_text(encoding="utf8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 2 or not re.search("[\u4e00-\u9fff]", cells[1]):
+            continue
+        for part in re.split(r"[、/（）()，\s]+", cells[1]):
+            if (re.search("[\u4e00-\u9fff]", part) and len(part) >= 2 and part not in terms
+                    and not part.startswith("的")):  # "发散（的运行）": a gloss, not a term
+                terms.append(part)
+    return terms
+
+
 def zh_overrides() -> dict:
+    words = ZH_OUT / "jieba-terms.txt"
+    words.parent.mkdir(parents=True, exist_ok=True)
+    words.write_text("".join(f"{t} 100000\n" for t in glossary_terms()), encoding="utf8")
     return {
         "language": LANG,
         "cnnlab_i18n_other": "..",
@@ -224,6 +246,10 @@ def zh_overrides() -> dict:
         # the Colab button opens the Chinese notebook: <path_to_docs>/<page>.ipynb
         "html_theme_options": {"path_to_docs": str(NOTEBOOKS.relative_to(ROOT))},
         "html_search_language": "zh",
+        "html_search_options": {"dict": str(words)},
+        # myst-nb's buttons of hidden cells
+        "nb_code_prompt_show": "显示代码",
+        "nb_code_prompt_hide": "隐藏代码",
         "cnnlab_i18n_glue_catalog": str(GLUE.relative_to(ROOT)),
     }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -152,3 +153,10 @@ def test_a_glued_text_becomes_a_template_and_back(text: str, template: str,
 def test_the_glued_text_catalog_is_translated() -> None:
     problems = i18n.catalog_problems(i18n.GLUE)
     assert i18n.GLUE.exists() and not problems, "\n".join(map(str, problems[:20]))
+
+
+def test_the_search_word_list_holds_the_glossarys_chinese_terms() -> None:
+    terms = i18n.glossary_terms()
+    for term in ("正则化", "批量归一化", "权重裁剪", "过拟合", "小批量", "卷积层"):
+        assert term in terms
+    assert not [t for t in terms if not re.search("[\u4e00-\u9fff]", t) or "、" in t]

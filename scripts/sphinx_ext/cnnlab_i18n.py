@@ -71,6 +71,7 @@ class OutputsNotTranslatable(SphinxTransform):
         for node in self.document.findall(nodes.TextElement):  # a module's own docstring
             if ":docstring of " in (node.source or ""):
                 node["translatable"] = False
+                node["classes"].append("notranslate")  # English on purpose, on either edition
 
 
 def _patch_glue_text_role() -> None:

@@ -252,7 +252,8 @@ def _visit(browser, base: str, site: Path, path: Path, doc: str | None, shots: P
             return
         if response.status != 200:
             visit.bad_status.append(f"{response.status} {parts.path}")
-        if not parts.path.startswith("/_static/") and parts.path != "/searchindex.js":
+        # each edition (English at the root, Chinese under zh/) has its own shared assets
+        if not re.match(r"/(zh/)?(_static/|searchindex\.js$)", parts.path):
             visit.own_bytes += int(response.headers.get("content-length", 0))
 
     def on_failed(request) -> None:
