@@ -28,6 +28,7 @@ from cnnlab.bench import (
     CONV_NCHW,
     DDP_PARALLEL,
     DDP_SINGLE,
+    DDP_THREADS,
     STEP_BF16,
     STEP_CL,
     STEP_COMPILE,
@@ -54,12 +55,14 @@ from cnnlab.bench import (
     time_ratio,
     update_results,
 )
+from cnnlab.bench.core import _ratio_fields
 from cnnlab.cli import main
 from cnnlab.config import RunConfig
 from cnnlab.experiments import run
 from cnnlab.hardware import HardwarePeak, gpu_peak, hardware_peak
 from cnnlab.models import build_model, conv_layer_model, dense_layer_model
-from cnnlab.perf import bf16_support, cpu_model, num_threads
+from cnnlab.parallel import time_to_target
+from cnnlab.perf import Ratio, bf16_support, cpu_model, model_flops, num_threads
 from cnnlab.techniques.conv import layer_costs, shift_image, translation_error
 
 TINY = BenchConfig.tiny(threads=1)
@@ -746,6 +749,144 @@ def test_the_table_says_whether_the_load_was_above_the_core_count(monkeypatch):
     text = format_part("ddp", ddp)
     assert text.splitlines()[-1] == ("  load average 5.0 -> 3.0 on 4 cores (above the core "
                                      "count: other jobs slowed the timings)")
+
+
+def test_ddp_scaling_launch_on_tiny_sizes():
+    """One torchrun launch times every size in every setting, then time to accuracy and batch
+    norm's per-rank statistics: the figures against the raw rounds it reports, the model's own
+    counts and the table (correctness only; no timing is asserted)."""
+    cfg = replace(TINY, ddp_rounds=3, ddp_sizes=((4, 16), (6, 32)), ddp_threads=2,
+                  ddp_tta_epochs=2, ddp_tta_target=0.3, ddp_bn=True, ddp_budget=600.0)
+    r = bench.bench_ddp(cfg)
+    assert r["world_size"] == 2 and r["backend"] == "gloo" and r["max_param_diff"] <= 1e-5
+    assert "--sizes 4:16,6:32 --bench-threads 2 --bench-budget 600 --tta 2 --bn" in r["command"]
+    sizes = r["scaling"]
+    assert [(s["width"], s["batch_per_rank"]) for s in sizes] == [(4, 16), (6, 32)]
+    for s in sizes:
+        raw, gb = s["bench"], s["global_batch"]
+        assert gb == 2 * s["batch_per_rank"] and s["steps_per_epoch"] == math.ceil(128 / gb)
+        assert all(len(raw[f"{k}_times"]) == 3 for k in ("single", "threads", "parallel"))
+        model = build_model((1, 8, 8), 10, width=s["width"])
+        assert s["flops_per_step"] == 3 * model_flops(model, torch.zeros(gb, 1, 8, 8))
+        assert s["grad_bytes"] == grad_bytes("digits", s["width"])
+        assert s["allreduce_seconds"] > 0
+        check_ratio(s, "speedup", raw["single_times"], raw["parallel_times"])
+        check_ratio(s, "speedup_threads", raw["threads_times"], raw["parallel_times"])
+        check_ratio(s, "threads_speedup", raw["single_times"], raw["threads_times"])
+    last = sizes[-1]["bench"]  # the top level (the goal's figure) is the last size
+    check_ratio(r, "speedup", last["single_times"], last["parallel_times"])
+    assert r["grad_bytes"] == sizes[-1]["grad_bytes"] and r["bench"]["rounds"] == 3
+
+    work, curves = bench.speedup_curve(r)
+    assert work == [s["flops_per_step"] / 1e9 for s in sizes]
+    vs_one, vs_threads = curves.values()
+    assert list(curves) == ["2 processes x 1 thread over 1 x 1",
+                            "2 processes x 1 thread over 1 x 2 threads"]
+    assert [c.value for c in vs_one] == pytest.approx([s["speedup"] for s in sizes])
+    assert [c.value for c in vs_threads] == pytest.approx([s["speedup_threads"] for s in sizes])
+
+    tta = r["tta"]
+    assert (tta["width"], tta["global_batch"], tta["epochs"], tta["target"]) == (6, 64, 2, 0.3)
+    for kind in (DDP_SINGLE, DDP_PARALLEL):
+        t = tta[kind]
+        assert tta[f"{kind}_to_target"] == time_to_target(t["seconds"], t["val_acc"], 0.3)
+    diffs = [abs(a - b) for a, b in zip(tta["single"]["val_acc"], tta["parallel"]["val_acc"])]
+    assert max(diffs) <= 2 / tta["val_images"]  # the same steps, up to rounding
+
+    bn = r["bn"]
+    assert bn["batch_per_rank"] == 16 and bn["channels"] == 4
+    assert bn["rank_mean_off_std"] > 0 and bn["rank_var_off_rel"] > 0  # two shards differ
+    assert bn["synced_mean_diff"] < 1e-5 and bn["synced_var_diff"] < 1e-4  # rounding only
+
+    st = r["startup"]
+    pieces = [st[f"{k}_seconds"] for k in ("launcher", "import", "init", "load")]
+    assert all(p >= 0 for p in pieces)
+    assert sum(pieces) <= st["ready_seconds"] <= r["launch_seconds"]
+
+    text = format_part("ddp", r)
+    rows = table(text, "width")
+    for s in sizes:
+        row, raw = rows[str(s["width"])], s["bench"]
+        assert row["per rank"] == str(s["batch_per_rank"])
+        assert_shown(row["GFLOP/step"], s["flops_per_step"] / 1e9)
+        assert_shown(row["all-reduce"], s["allreduce_seconds"] * 1e3)
+        for col, kind in (("1x1", "single"), ("1x2", "threads"), ("2x1", "parallel")):
+            assert_shown(row[col], raw[f"{kind}_median"] / s["steps_per_epoch"] * 1e3)
+        assert_shown_ci(row["2x1 vs 1x1"], s["speedup"], *s["speedup_ci"])
+        assert_shown_ci(row["2x1 vs 1x2"], s["speedup_threads"], *s["speedup_threads_ci"])
+    assert f"time to 30% validation accuracy ({tta['val_images']} images; width 6" in text
+
+
+def _canned_scaling(threads: int | None) -> dict:
+    sizes = []
+    for width, speedup in ((16, 0.8), (32, 1.5)):
+        single = [1.0, 1.2, 1.1]
+        raw = {"single_times": single, "parallel_times": [t / speedup for t in single],
+               "single_median": 1.1, "parallel_median": 1.1 / speedup}
+        if threads:
+            raw.update(threads_times=[t / 0.5 for t in single], threads_median=2.2)
+        size = {"width": width, "batch_per_rank": 32, "global_batch": 64,
+                "steps_per_epoch": 16, "grad_bytes": 2**20, "flops_per_step": 5e8 * width,
+                "allreduce_seconds": 1e-3, "bench": raw}
+        size.update(_ratio_fields("speedup", time_ratio(size, DDP_SINGLE, DDP_PARALLEL)))
+        sizes.append(size)
+    ddp = _canned_ddp(1.5)
+    ddp["bench"].update(sizes[-1]["bench"], threads=threads)
+    return {**ddp, "scaling": sizes}
+
+
+def test_ddp_scaling_table_without_a_threads_series():
+    r = _canned_scaling(None)
+    text = format_part("ddp", r)
+    rows = table(text, "width")
+    assert list(rows) == ["16", "32"]
+    assert list(rows["16"]) == ["per rank", "GFLOP/step", "grad MiB", "all-reduce", "1x1", "2x1",
+                                "2x1 vs 1x1"]
+    assert rows["16"]["2x1 vs 1x1"] == "0.80x (0.80-0.80x)"
+    assert "1 x None" not in text and "1 process x 1 thread, 2 processes x 1 thread" in text
+    costs = bench.step_costs(r["scaling"][0])  # 1.1 s per epoch of 16 steps, speed-up 0.8
+    one = 1.1 / 16 * 1e3
+    assert costs == pytest.approx({"single": one, "threads": None, "parallel": one / 0.8,
+                                   "even": one / 2, "extra": one / 0.8 - one / 2,
+                                   "allreduce": 1.0})
+    assert "speed-up at the last size 1.50x (1.50-1.50x)" in text
+    work, curves = bench.speedup_curve(r)
+    assert work == [8.0, 16.0] and list(curves) == ["2 processes x 1 thread over 1 x 1"]
+    with pytest.raises(ValueError, match="no scaling curve"):
+        bench.speedup_curve(_canned_ddp(1.5))
+    grew = bench.speedup_change(r)  # 0.8 -> 1.5 in every round
+    assert (grew.value, grew.n) == (pytest.approx(1.5 / 0.8), 3)
+    r["scaling"][-1]["bench"]["parallel_times"] = [1.0 / 1.2, 1.2 / 1.8, 1.1 / 1.5]
+    ref = paired([1.2, 1.8, 1.5], [0.8, 0.8, 0.8])  # per-round speed-ups, paired by round
+    got = bench.speedup_change(r)
+    assert (got.value, got.low, got.high) == tuple(pytest.approx(x) for x in ref)
+    with pytest.raises(ValueError, match="1 size"):
+        bench.speedup_change({**r, "scaling": r["scaling"][:1]})
+
+
+def test_ratios_text_groups_the_points_by_verdict():
+    up, same = Ratio(1.8, 1.52, 2.13, 3), Ratio(0.73, 0.5, 1.05, 3)
+    assert bench.ratios_text([same, up], ["0.23", "3.3"], above="faster", below="slower",
+                             unit="GFLOP per step") == (
+        "0.73x (95% CI 0.50x to 1.05x) at 0.23 and 1.80x (95% CI 1.52x to 2.13x) at 3.3 GFLOP "
+        "per step (3 repeats each): no measurable difference on this machine at 0.23; faster "
+        "at 3.3")
+    down = Ratio(0.5, 0.4, 0.6, 5)
+    assert bench.ratios_text([down, down, down], ["a", "b", "c"], above="faster",
+                             below="slower") == (
+        "0.50x (95% CI 0.40x to 0.60x) at a, 0.50x (95% CI 0.40x to 0.60x) at b and 0.50x "
+        "(95% CI 0.40x to 0.60x) at c (5 repeats each): slower at each")
+    one = Ratio(1.2, math.nan, math.nan, 1)
+    assert bench.ratios_text([one], ["x"], above="up", below="down") == (
+        "1.20x (no interval) at x (1 repeat each): one repeat: no interval at each")
+    with pytest.raises(ValueError, match="Invalid ratios / labels: 1 / 2"):
+        bench.ratios_text([one], ["x", "y"], above="up", below="down")
+
+
+def test_ddp_timings_include_the_threads_series():
+    size = _canned_scaling(2)["scaling"][0]
+    assert list(bench.timings(size)) == [DDP_SINGLE, DDP_THREADS, DDP_PARALLEL]
+    assert time_ratio(size, DDP_THREADS, DDP_PARALLEL).value == pytest.approx(0.8 / 0.5)
 
 
 def test_ddp_is_skipped_on_a_gpu_machine_with_too_few_gpus(monkeypatch):

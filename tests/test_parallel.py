@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -20,7 +21,18 @@ from torch.testing import assert_close
 
 import cnnlab
 from cnnlab.models import SmallCNN
-from cnnlab.parallel import global_batches, main, max_param_diff, shard, train_epoch
+from cnnlab.parallel import (
+    bn_batch_stats,
+    combine_bn_stats,
+    global_batches,
+    main,
+    max_param_diff,
+    parse_sizes,
+    shard,
+    sync_bn_stats,
+    time_to_target,
+    train_epoch,
+)
 from cnnlab.perf import num_threads
 
 
@@ -115,6 +127,98 @@ def test_main_rejects_bad_options(capsys, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert main(["--epochs", "0"]) == 1
     assert "Invalid epochs value: 0" in capsys.readouterr().err
+
+
+def test_parse_sizes_reads_width_and_batch_per_rank():
+    assert parse_sizes("16:32, 32:64") == [(16, 32), (32, 64)]
+    assert parse_sizes("8:1") == [(8, 1)]
+    for bad in ("16", "16:x", "16:32:1", "0:32", "16:-1"):
+        with pytest.raises(ValueError, match="Invalid size"):
+            parse_sizes(bad)
+
+
+def test_bn_batch_stats_are_what_batchnorm_normalizes_with():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 3, 5, 4, generator=g) * 2 + 1
+    mean, var = bn_batch_stats(x)
+    bn = torch.nn.BatchNorm2d(3, affine=False, momentum=1.0)  # running stats = this batch's
+    out = bn.train()(x)
+    m = 6 * 5 * 4
+    assert_close(mean, bn.running_mean)
+    assert_close(var * m / (m - 1), bn.running_var)  # the running average is unbiased
+    assert_close(out, (x - mean[:, None, None]) / torch.sqrt(var[:, None, None] + bn.eps))
+    with pytest.raises(ValueError, match=r"Invalid input shape: \(6, 3\)"):
+        bn_batch_stats(torch.zeros(6, 3))
+
+
+def test_combined_statistics_of_parts_are_those_of_the_whole_batch():
+    """Unequal parts, as the shards of a batch that does not split evenly."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(7, 4, 3, 3, generator=g) + torch.arange(4.0)[:, None, None]
+    parts = [x[:4], x[4:6], x[6:]]
+    stats = [bn_batch_stats(p) for p in parts]
+    counts = torch.tensor([p.numel() // p.shape[1] for p in parts])
+    mean, var = combine_bn_stats(counts, torch.stack([s[0] for s in stats]),
+                                 torch.stack([s[1] for s in stats]))
+    ref_mean, ref_var = bn_batch_stats(x)
+    assert_close(mean, ref_mean)
+    assert_close(var, ref_var)
+    assert not torch.allclose(stats[0][0], ref_mean, atol=1e-3)  # a part alone is off
+    with pytest.raises(ValueError, match="Invalid shapes"):
+        combine_bn_stats(counts[:2], torch.stack([s[0] for s in stats]),
+                         torch.stack([s[1] for s in stats]))
+
+
+def test_sync_bn_stats_without_a_process_group_is_the_local_batch():
+    x = torch.randn(5, 2, 4, 4, generator=torch.Generator().manual_seed(4))
+    for got, ref in zip(sync_bn_stats(x), bn_batch_stats(x)):
+        assert_close(got, ref)
+
+
+def test_time_to_target_is_the_first_epoch_that_reaches_it():
+    seconds, accs = [1.0, 2.5, 4.0], [0.5, 0.8, 0.7]
+    assert time_to_target(seconds, accs, 0.75) == 2.5
+    assert time_to_target(seconds, accs, 0.8) == 2.5  # reached means >=
+    assert time_to_target(seconds, accs, 0.5) == 1.0
+    assert time_to_target(seconds, accs, 0.9) is None
+    with pytest.raises(ValueError, match="Invalid lengths"):
+        time_to_target(seconds, accs[:2], 0.5)
+
+
+def test_main_in_one_process_runs_the_scaling_bench_tta_and_bn(monkeypatch, tmp_path):
+    """The worker's code paths without torchrun (one process: rank 0 is every rank)."""
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "r.json"
+    with num_threads(1):
+        code = main(["--dataset", "digits", "--train-size", "96", "--width", "4", "--bench", "5",
+                     "--bench-budget", "1e-9", "--sizes", "4:8,6:16", "--bench-threads", "2",
+                     "--tta", "2", "--tta-val", "50", "--bn", "--json", str(out)])
+    assert code == 0
+    r = json.loads(out.read_text())
+    b = r["bench"]
+    assert b["rounds"] == 3  # the budget is spent at once: the minimum number of rounds
+    assert [(s["width"], s["batch_per_rank"]) for s in b["sizes"]] == [(4, 8), (6, 16)]
+    assert b["width"] == 6 and b["threads"] == 2  # the top level is the last size
+    for s in b["sizes"]:
+        for kind in ("single", "threads", "parallel"):
+            assert len(s[f"{kind}_times"]) == 3
+            assert s[f"{kind}_median"] == statistics.median(s[f"{kind}_times"])
+        assert s["steps_per_epoch"] == -(-96 // s["batch_per_rank"])
+        model = SmallCNN(1, 10, input_size=8, width=s["width"])
+        assert s["grad_bytes"] == 4 * sum(p.numel() for p in model.parameters())
+        assert s["allreduce_seconds"] is None  # nothing to exchange in one process
+    tta = r["tta"]
+    assert tta["width"] == 6 and tta["global_batch"] == 16 and tta["val_images"] == 50
+    for kind in ("single", "parallel"):
+        assert len(tta[kind]["seconds"]) == len(tta[kind]["val_acc"]) == 2
+        assert tta[kind]["seconds"][1] > tta[kind]["seconds"][0] > 0
+    assert tta["single"]["val_acc"] == tta["parallel"]["val_acc"]  # the same steps
+    bn = r["bn"]
+    assert bn["width"] == 4 and bn["batch_per_rank"] == 8 and bn["channels"] == 4
+    assert bn["rank_mean_off_std"] == 0.0 and bn["synced_mean_diff"] < 1e-6  # one rank: global
+    st = r["startup"]
+    assert st["ready_unix"] >= st["main_unix"] and st["init_seconds"] == 0.0
 
 
 # ----------------------------------------------------------------------------- torchrun

@@ -15,10 +15,12 @@ from PIL import Image
 
 from cnnlab import plots
 from cnnlab.experiments import SweepResult
+from cnnlab.perf import Ratio
 from cnnlab.plots import (
     figure_to_png,
     image_grid,
     plot_histories,
+    plot_speedups,
     plot_sweep,
     plot_weight_hist,
     slider_html,
@@ -68,6 +70,62 @@ def slider_images(html):
 
 def slider_captions(html):
     return json.loads(html_lib.unescape(re.search(r'data-captions="([^"]*)"', html).group(1)))
+
+
+# ----------------------------------------------------------------------------- plot_speedups
+
+
+def errorbars(ax, k):
+    """(x, y, low, high) of the k-th error-bar plot of ``ax`` (None bounds: no bar there)."""
+    data_line, _caps, (bars,) = ax.containers[k].lines
+    x, y = data_line.get_data()
+    segments = bars.get_segments()
+    bounds = [(min(s[:, 1]), max(s[:, 1])) if len(s) and np.isfinite(s).all() else (None, None)
+              for s in segments]
+    return list(x), list(y), [lo for lo, _ in bounds], [hi for _, hi in bounds]
+
+
+def hlines(ax):
+    """(y, linestyle) of the horizontal lines across the axes (axhline)."""
+    return sorted((line.get_ydata()[0], line.get_linestyle()) for line in ax.lines
+                  if list(line.get_xdata()) == [0, 1] and len(set(line.get_ydata())) == 1)
+
+
+def test_plot_speedups_draws_each_comparison_with_its_interval_and_marks_one():
+    a = [Ratio(0.8, 0.7, 0.9, 5), Ratio(1.5, 1.2, 1.9, 5)]
+    b = [Ratio(2.0, 1.5, 2.5, 5), Ratio(1.1, math.nan, math.nan, 1)]  # one repeat: no bar
+    fig = plot_speedups([0.5, 4.0], {"2x1 over 1x1": a, "2x1 over 1x2": b},
+                        point_labels=["small", "large"], ceiling=2, dodge=0)
+    ax = fig.axes[0]
+    assert errorbars(ax, 0) == ([0.5, 4.0], [0.8, 1.5], [0.7, 1.2], [0.9, 1.9])
+    x, y, low, high = errorbars(ax, 1)
+    assert (x, y, low[0], high[0]) == ([0.5, 4.0], [2.0, 1.1], 1.5, 2.5)
+    assert low[1] is high[1] is None
+    assert hlines(ax) == [(1.0, "-"), (2.0, "--")]  # no speed-up, and the ideal
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "1.0: no speed-up", "2: ideal", "2x1 over 1x1", "2x1 over 1x2"]
+    assert ax.get_xscale() == "log" and "speed-up" in ax.get_ylabel()
+    assert list(ax.get_xticks()) == [0.5, 4.0]
+    assert tick_labels(ax) == ["0.5\nsmall", "4\nlarge"]  # the notes under the x values
+    plt.close(fig)
+
+
+def test_plot_speedups_dodges_lines_and_checks_its_input():
+    r = [Ratio(1.0, 0.9, 1.1, 3)] * 2
+    fig = plot_speedups([1.0, 10.0], {"a": r, "b": r, "c": r}, dodge=0.1)
+    ax = fig.axes[0]
+    for k in range(3):
+        assert errorbars(ax, k)[0] == pytest.approx([1.1**k, 10 * 1.1**k])
+    assert hlines(ax) == [(1.0, "-")] and tick_labels(ax) == ["1", "10"]
+    plt.close(fig)
+    before = plt.get_fignums()
+    with pytest.raises(ValueError, match="Invalid work values"):
+        plot_speedups([0.0, 1.0], {"a": r})
+    with pytest.raises(ValueError, match="Invalid point_labels: 1 for 2 points"):
+        plot_speedups([1.0, 2.0], {"a": r}, point_labels=["x"])
+    with pytest.raises(ValueError, match="Invalid curve 'a': 1 ratios for 2 points"):
+        plot_speedups([1.0, 2.0], {"a": r[:1]})
+    assert plt.get_fignums() == before  # no figure left open by a refused call
 
 
 # ----------------------------------------------------------------------------- plot_sweep

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 from torch import Tensor
 
 from cnnlab.experiments import SweepResult
@@ -32,6 +33,7 @@ __all__ = [
     "figure_to_png",
     "image_grid",
     "plot_histories",
+    "plot_speedups",
     "plot_sweep",
     "plot_weight_hist",
     "label_of",
@@ -218,6 +220,62 @@ def plot_histories(
     ax.set_ylabel(label_of(metric))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return fig
+
+
+def plot_speedups(
+    work: Sequence[float],
+    curves: Mapping[str, Sequence[Any]],
+    *,
+    point_labels: Sequence[str] | None = None,
+    ceiling: float | None = None,
+    xlabel: str = "GFLOP per training step",
+    dodge: float = 0.03,
+    ax: Axes | None = None,
+) -> Figure:
+    """Speed-up against work per step: one line per comparison, each point's 95% interval as
+    an error bar, and 1.0 (no speed-up) marked by a solid grey line.
+
+    Args:
+        work: the x value of each point (e.g. GFLOP per step), positive: drawn on a log axis.
+        curves: label -> one ratio per point, each with ``value``, ``low`` and ``high`` (a
+            :class:`~cnnlab.perf.Ratio`); a NaN bound (no interval) draws no bar.
+        point_labels: a note under each point's tick label (e.g. ``"width 16"``).
+        ceiling: also mark this speed-up (e.g. the number of processes) with a dashed line.
+        dodge: shift the k-th line by a factor ``(1 + dodge) ** k`` along x, so that bars at
+            the same x do not hide each other (0: every line at the exact x).
+        ax: draw into these axes instead of a new figure.
+    """
+    if not work or any(not w > 0 for w in work):
+        raise ValueError(f"Invalid work values: {list(work)} (must be positive)")
+    if point_labels is not None and len(point_labels) != len(work):
+        raise ValueError(f"Invalid point_labels: {len(point_labels)} for {len(work)} points")
+    for name, ratios in curves.items():
+        if len(ratios) != len(work):
+            raise ValueError(f"Invalid curve {name!r}: {len(ratios)} ratios for "
+                             f"{len(work)} points")
+    fig, ax = _new_axes(ax)
+    ax.axhline(1.0, color="0.5", lw=1, label="1.0: no speed-up")
+    if ceiling is not None:
+        ax.axhline(ceiling, color="0.5", lw=1, ls="--", label=f"{ceiling:g}: ideal")
+    for k, (name, ratios) in enumerate(curves.items()):
+        xs = [w * (1 + dodge) ** k for w in work]
+        value = np.array([r.value for r in ratios], dtype=float)
+        low = np.array([r.low for r in ratios], dtype=float)
+        high = np.array([r.high for r in ratios], dtype=float)
+        ax.errorbar(xs, value, yerr=np.vstack([value - low, high - value]), marker="o",
+                    capsize=3, label=name)
+    ax.set_xscale("log")
+    low, high = min(work), max(work)
+    pad = (high / low) ** 0.1 if high > low else 2.0  # room for the tick labels at both ends
+    ax.set_xlim(low / pad, high * pad * (1 + dodge) ** (len(curves) - 1))
+    ax.xaxis.set_minor_locator(NullLocator())  # ticks at the points only, written plainly
+    notes = [f"\n{text}" for text in point_labels] if point_labels else [""] * len(work)
+    ax.set_xticks(list(work), [f"{w:.2g}{note}" for w, note in zip(work, notes)], fontsize=8)
+    ax.set_xlabel(xlabel + " (log scale)")
+    ax.set_ylabel("speed-up (95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
     return fig
 
 

@@ -20,7 +20,9 @@ repeats, so the ratios can be recomputed from saved results (:func:`update_resul
   channels_last, bf16 autocast (where the hardware has bf16) and ``torch.compile``.
 * ``threads``: the same step with 1 and 2 intra-op threads.
 * ``ddp``: 1 process vs N data-parallel processes of 1 thread each (torchrun, gloo/NCCL), through
-  :mod:`cnnlab.parallel`.
+  :mod:`cnnlab.parallel`; optionally at several model sizes in one launch (a scaling curve,
+  also against 1 process with several threads), with time to accuracy and batch norm's
+  per-rank statistics.
 
 The package also holds the runners of the chapter's multi-seed comparisons (one-layer conv vs
 dense, depthwise-separable SmallCNN, NCHW and bf16 training), usable as ``runner=`` of
@@ -44,8 +46,21 @@ from cnnlab.bench.conv import (
         hardware_fraction,
     peak_figures,
 )
-from cnnlab.bench.core import DDP_PARALLEL, DDP_SINGLE, BenchConfig, time_ratio, timings
-from cnnlab.bench.ddp import bench_ddp, grad_bytes
+from cnnlab.bench.core import (
+    DDP_PARALLEL,
+    DDP_SINGLE,
+    DDP_THREADS,
+    BenchConfig,
+    time_ratio,
+    timings,
+)
+from cnnlab.bench.ddp import (
+    bench_ddp,
+    grad_bytes,
+    speedup_change,
+    speedup_curve,
+    step_costs,
+)
 from cnnlab.bench.report import (
     Goal,
     GoalCheck,
@@ -53,6 +68,7 @@ from cnnlab.bench.report import (
     format_part,
     format_table,
     goal_line,
+    ratios_text,
 )
 from cnnlab.bench.run import (
     PARTS,
@@ -87,6 +103,7 @@ __all__ = [
     "CONV_NCHW",
     "DDP_PARALLEL",
     "DDP_SINGLE",
+    "DDP_THREADS",
     "PARTS",
     "STEP_BF16",
     "STEP_CL",
@@ -111,6 +128,7 @@ __all__ = [
     "hardware_fraction",
     "load_results",
     "peak_figures",
+    "ratios_text",
     "run_bench",
     "run_bf16",
     "run_conv_layer",
@@ -118,6 +136,9 @@ __all__ = [
     "run_nchw",
     "run_separable",
     "save_results",
+    "speedup_change",
+    "speedup_curve",
+    "step_costs",
     "step_flops",
     "tf32",
     "time_ratio",

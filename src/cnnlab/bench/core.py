@@ -45,6 +45,16 @@ class BenchConfig:
     ddp_width: int = 16  # SmallCNN width of the data-parallel benchmark
     ddp_rounds: int = 5  # interleaved (1 process, N processes) epoch pairs
     ddp_timeout: float = 300.0  # seconds for the whole torchrun launch
+    # the scaling curve: (width, images per rank per step) of each model timed in the same
+    # rounds, in order of growing work per step; the last one is the speed-up reported (and
+    # the goal's); (): ddp_width at a global batch of 64 only
+    ddp_sizes: tuple[tuple[int, int], ...] = ()
+    ddp_threads: int = 0  # also time 1 process x this many threads (0: off)
+    ddp_budget: float | None = None  # seconds of rounds after which no new one starts (at
+    # least 3 rounds are run); None: all ddp_rounds
+    ddp_tta_epochs: int = 0  # time to accuracy at the last size: epochs each (0: off)
+    ddp_tta_target: float = 0.75  # the validation accuracy the time to accuracy is taken at
+    ddp_bn: bool = False  # per-rank batch-norm statistics against the global batch's
 
     @classmethod
     def tiny(cls, **overrides: Any) -> BenchConfig:
@@ -81,20 +91,24 @@ def _device_name(dev: torch.device) -> str:
 
 
 
-DDP_SINGLE = "single"  # the data-parallel part's series: 1 process ...
-DDP_PARALLEL = "parallel"  # ... and N processes, timed in interleaved rounds
+DDP_SINGLE = "single"  # the data-parallel part's series: 1 process x 1 thread ...
+DDP_THREADS = "threads"  # ... 1 process x ddp_threads threads (where timed) ...
+DDP_PARALLEL = "parallel"  # ... and N processes x 1 thread, timed in interleaved rounds
 
 
 def timings(part: Result) -> dict[str, list[float]]:
     """The per-repeat seconds of each timed series of one part's result, in the order run:
     ``variants`` -> ``times`` for the convolution, step and thread parts, and
-    :data:`DDP_SINGLE` / :data:`DDP_PARALLEL` (seconds per epoch) for the data-parallel part.
-    Series of one part were timed in turns, so their ``i``-th entries are a pair."""
+    :data:`DDP_SINGLE`, :data:`DDP_THREADS` (where timed) and :data:`DDP_PARALLEL` (seconds
+    per epoch) for the data-parallel part and for each size of its scaling curve (an entry of
+    its ``scaling`` list). Series of one part were timed in turns, so their ``i``-th entries
+    are a pair."""
     if "variants" in part:
         return {name: list(v["times"]) for name, v in part["variants"].items()}
     if "bench" in part:
-        return {DDP_SINGLE: list(part["bench"]["single_times"]),
-                DDP_PARALLEL: list(part["bench"]["parallel_times"])}
+        b = part["bench"]
+        return {name: list(b[f"{name}_times"])
+                for name in (DDP_SINGLE, DDP_THREADS, DDP_PARALLEL) if f"{name}_times" in b}
     raise ValueError(f"Invalid part: no timed series in it (keys {sorted(part)})")
 
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from cnnlab.bench.conv import CONV_NCHW
-from cnnlab.bench.core import DDP_PARALLEL, DDP_SINGLE, Result, time_ratio
+from cnnlab.bench.core import DDP_PARALLEL, DDP_SINGLE, DDP_THREADS, Result, time_ratio
 from cnnlab.bench.run import PARTS, update_results
 from cnnlab.bench.step import STEP_NCHW
+from cnnlab.perf import Ratio
 
 # ----------------------------------------------------------------------------- the table
 
@@ -153,16 +154,88 @@ def _fmt_threads(thr: Result, res: Result) -> list[str]:
             f"  speed-up: {_vs(thr, names[0], names[-1])}"]
 
 
+def _fmt_scaling(ddp: Result) -> list[str]:
+    """The scaling curve: one row per size, milliseconds per step (medians; the all-reduce of
+    the gradient alone, then each setting's whole step) and the speed-ups with intervals."""
+    n, t = ddp["world_size"], ddp["bench"].get("threads")
+    header = ["width", "per rank", "GFLOP/step", "grad MiB", "all-reduce", "1x1",
+              *([f"1x{t}"] if t else []), f"{n}x1", f"{n}x1 vs 1x1",
+              *([f"{n}x1 vs 1x{t}"] if t else [])]
+    rows = []
+    for size in ddp["scaling"]:
+        b, steps = size["bench"], size["steps_per_epoch"]
+        ms = {k: _num(b[f"{k}_median"] / steps * 1e3)
+              for k in (DDP_SINGLE, DDP_THREADS, DDP_PARALLEL) if f"{k}_median" in b}
+        ar = size.get("allreduce_seconds")
+        rows.append([str(size["width"]), str(size["batch_per_rank"]),
+                     _num(size["flops_per_step"] / 1e9), _num(size["grad_bytes"] / 2**20),
+                     _num(None if ar is None else ar * 1e3),
+                     ms[DDP_SINGLE], *([ms[DDP_THREADS]] if t else []), ms[DDP_PARALLEL],
+                     _vs(size, DDP_SINGLE, DDP_PARALLEL),
+                     *([_vs(size, DDP_THREADS, DDP_PARALLEL)] if t else [])])
+    return _rows(header, rows)
+
+
+def _fmt_startup(ddp: Result) -> str:
+    st = ddp.get("startup") or {}
+    parts = [(k, st.get(f"{k}_seconds")) for k in ("launcher", "import", "init", "load")]
+    known = [f"{name} {v:.1f} s" for name, v in parts if v is not None]
+    text = f"the whole launch, start-up included, took {ddp['launch_seconds']:.1f} s"
+    if "ready_seconds" in st:
+        text += (f"; {st['ready_seconds']:.1f} s to the first step (" + ", ".join(known)
+                 + "; init: connecting the processes)")
+    return text
+
+
+def _fmt_tta(ddp: Result) -> list[str]:
+    tta, n = ddp["tta"], ddp["world_size"]
+
+    def reached(kind: str) -> str:
+        t = tta[f"{kind}_to_target"]
+        return (f"not within {tta['epochs']} epochs ({tta[kind]['seconds'][-1]:.2f} s)"
+                if t is None else f"{t:.2f} s")
+
+    return [(f"  time to {tta['target']:.0%} validation accuracy ({tta['val_images']} images; "
+             f"width {tta['width']}, global batch {tta['global_batch']}, training seconds): "
+             f"1 process {reached(DDP_SINGLE)}, {n} processes {reached(DDP_PARALLEL)}"),
+            ("  validation accuracy after each epoch: 1 process "
+             + ", ".join(f"{a:.1%}" for a in tta[DDP_SINGLE]["val_acc"]) + f"; {n} processes "
+             + ", ".join(f"{a:.1%}" for a in tta[DDP_PARALLEL]["val_acc"]))]
+
+
+def _fmt_bn(ddp: Result) -> str:
+    bn = ddp["bn"]
+    return (f"  batch norm, first layer, {ddp['world_size']} ranks x {bn['batch_per_rank']} "
+            f"images: per-rank means off the global batch's by up to "
+            f"{bn['rank_mean_off_std']:.3f} std, variances by up to {bn['rank_var_off_rel']:.1%};"
+            f" all-reduced: |mean diff| <= {bn['synced_mean_diff']:.1e}, |var diff| <= "
+            f"{bn['synced_var_diff']:.1e}")
+
+
 def _fmt_ddp(ddp: Result, res: Result) -> list[str]:
     b, n, c = ddp["bench"], ddp["world_size"], ddp["config"]
-    lines = [(f"[ddp] {ddp['dataset']}, {c['train_size']} images/epoch, global batch "
-              f"{c['batch_size']}, {ddp['backend']}, {len(b['single_times'])} interleaved rounds"),
-             *_rows(["setup", "s/epoch"], [["1 process x 1 thread", f"{b['single_median']:.3g}"],
-                                          [f"{n} processes x 1 thread",
-                                           f"{b['parallel_median']:.3g}"]]),
-             (f"  speed-up {_vs(ddp, DDP_SINGLE, DDP_PARALLEL)}; the whole launch, start-up "
-              f"included, took {ddp['launch_seconds']:.1f} s")]
-    if "grad_bytes" in ddp and "steps_per_epoch" in b:
+    if ddp.get("scaling"):
+        lines = [(f"[ddp] {ddp['dataset']}, {c['train_size']} images/epoch, {ddp['backend']}, "
+                  f"{len(b['single_times'])} interleaved rounds; ms per step (medians) of "
+                  "1 process x 1 thread, "
+                  + (f"1 x {b['threads']} threads, " if b.get("threads") else "")
+                  + f"{n} processes x 1 thread; speed-ups with 95% intervals"),
+                 *_fmt_scaling(ddp),
+                 (f"  speed-up at the last size {_vs(ddp, DDP_SINGLE, DDP_PARALLEL)}; "
+                  + _fmt_startup(ddp))]
+    else:
+        lines = [(f"[ddp] {ddp['dataset']}, {c['train_size']} images/epoch, global batch "
+                  f"{c['batch_size']}, {ddp['backend']}, {len(b['single_times'])} interleaved "
+                  "rounds"),
+                 *_rows(["setup", "s/epoch"],
+                        [["1 process x 1 thread", f"{b['single_median']:.3g}"],
+                         [f"{n} processes x 1 thread", f"{b['parallel_median']:.3g}"]]),
+                 f"  speed-up {_vs(ddp, DDP_SINGLE, DDP_PARALLEL)}; " + _fmt_startup(ddp)]
+    if "tta" in ddp:
+        lines += _fmt_tta(ddp)
+    if "bn" in ddp:
+        lines.append(_fmt_bn(ddp))
+    if "grad_bytes" in ddp and "steps_per_epoch" in b and not ddp.get("scaling"):
         lines.append(f"  {b['steps_per_epoch']} steps per epoch, each all-reducing "
                      f"{ddp['grad_bytes'] / 2**20:.3g} MiB of gradient")
     if "max_param_diff" in ddp:
@@ -284,6 +357,43 @@ def goal_line(goal: Goal, check: GoalCheck) -> str:
     word = {"met": "met", "missed": "MISSED",
             "undecided": "undecided (the interval holds the target)"}[check.status]
     return f"{check.description}: {goal.show(check.value)}{ci} -> {word}"
+
+
+def ratios_text(ratios: Sequence[Ratio], labels: Sequence[str], *, above: str, below: str,
+                unit: str = "") -> str:
+    """Several ratios with their intervals in one sentence, each verdict by the book's timing
+    rule (:meth:`~cnnlab.perf.Ratio.word`) and the points grouped by verdict, e.g.
+    ``"0.73x (95% CI 0.50x to 1.05x) at 0.23 and 1.80x (95% CI 1.52x to 2.13x) at 3.3 GFLOP
+    per step (3 repeats each): no measurable difference on this machine at 0.23; faster at
+    3.3"``; a single verdict is written once ("...: faster at each").
+
+    Args:
+        ratios: one :class:`~cnnlab.perf.Ratio` per point.
+        labels: where each was measured (``"0.23"``), in the same order.
+        above, below: the words for an interval above 1 and below 1 (for a speed-up: "faster"
+            and "slower").
+        unit: written once after the last label (``"GFLOP per step"``).
+    """
+    if len(ratios) != len(labels) or not ratios:
+        raise ValueError(f"Invalid ratios / labels: {len(ratios)} / {len(labels)} (must be the "
+                         "same positive number)")
+
+    def ci(r: Ratio) -> str:
+        return (f"{r.value:.2f}x (95% CI {r.low:.2f}x to {r.high:.2f}x)" if r.decision is not None
+                else f"{r.value:.2f}x (no interval)")
+
+    def join(items: Sequence[str]) -> str:
+        return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+    points = join([f"{ci(r)} at {label}" for r, label in zip(ratios, labels)])
+    counts = sorted({r.n for r in ratios})
+    reps = "/".join(str(c) for c in counts) + f" repeat{'s' if counts[-1] != 1 else ''} each"
+    groups: dict[str, list[str]] = {}
+    for r, label in zip(ratios, labels):
+        groups.setdefault(r.word(above, below), []).append(label)
+    verdicts = ("; ".join(f"{word} at {join(where)}" for word, where in groups.items())
+                if len(groups) > 1 else f"{next(iter(groups))} at each")
+    return f"{points}{' ' + unit if unit else ''} ({reps}): {verdicts}"
 
 
 def _load_note(loads: Sequence[float | None] | None, cores: int | None) -> str:
