@@ -1,22 +1,28 @@
 """Early stopping (scripted validation curves and a real fit), batch augmentation (checked
 against torchvision's own flip, against shift semantics, and for reproducibility), and the bound on
-memorized noisy labels (by hand, and against counts on random predictions)."""
+memorized noisy labels (by hand, and against counts on random predictions), and the label-noise
+regime (its exact configuration, and that a network trained in it memorizes)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 from torch.testing import assert_close
 
+from cnnlab.cache import cache_key
+from cnnlab.config import RunConfig
 from cnnlab.data import noisy_labels
+from cnnlab.experiments import load_for, run
 from cnnlab.models import build_model
 from cnnlab.techniques.overfitting import (
     Augmentation,
     EarlyStopping,
     memorized_at_least,
+    noisy_regime,
     random_affine,
 )
 from cnnlab.train import History, evaluate, fit
@@ -255,3 +261,42 @@ def test_memorized_at_least_bounds_the_counted_share() -> None:
             assert counted >= bound - 1e-9
             if fit_right:
                 assert counted == pytest.approx(bound)
+
+
+# ----------------------------------------------------------------------------- label-noise regime
+
+
+def test_noisy_regime_is_the_configuration_the_chapters_trained() -> None:
+    """The dropout and regularization chapters defined this RunConfig literally before it moved
+    here; it must stay the same, field by field, or every cached run and printed number changes."""
+    for dataset, val_size in (("fashion_mnist", 500), ("digits", None)):
+        literal = RunConfig(dataset, train_size=500, val_size=val_size, width=16, epochs=30,
+                            lr=0.05, label_noise=0.4)
+        config = noisy_regime(dataset, val_size)
+        assert config == literal
+        assert config.to_dict() == literal.to_dict()
+        assert cache_key(config, 3) == cache_key(literal, 3)
+    assert noisy_regime("digits") == noisy_regime("digits", None)
+    off = RunConfig().to_dict()  # every technique at its default, i.e. off
+    regime = noisy_regime("fashion_mnist", 500).to_dict()
+    for field in ("batch_norm", "dropout", "weight_decay", "l1", "l2", "clip_weights",
+                  "clip_grad_norm", "augment", "early_stopping"):
+        assert regime[field] == off[field], field
+
+
+def test_noisy_regime_validates_val_size() -> None:
+    with pytest.raises(ValueError, match="Invalid val_size value"):
+        noisy_regime("digits", 0)
+
+
+def test_noisy_regime_memorizes_wrong_labels() -> None:
+    """On the offline digits (one run: ~0.5 s on one thread) the network fits far more training
+    labels than are right: at least a quarter of the wrong labels learned by heart."""
+    config = noisy_regime("digits")
+    row = run(config, 0)
+    clean = replace(config, label_noise=0.0)
+    noisy_y, true_y = load_for(config, 0).train[1], load_for(clean, 0).train[1]
+    right = float((noisy_y == true_y).float().mean())
+    assert 0.55 < right < 0.75  # 40% replaced, a tenth of those by their own class
+    assert row["train_eval_acc"] > right
+    assert memorized_at_least(row["train_eval_acc"], right) > 0.25

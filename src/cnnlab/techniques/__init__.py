@@ -6,8 +6,8 @@
 * :mod:`~cnnlab.techniques.dropout`: inverted dropout (section 4.4).
 * :mod:`~cnnlab.techniques.conv`: convolution as im2col + matmul, separable convolution,
   parameter and FLOP counts, translation equivariance (section 4.5).
-* :mod:`~cnnlab.techniques.overfitting`: early stopping and data augmentation (FAQ 6.4), and
-  a bound on memorized noisy labels.
+* :mod:`~cnnlab.techniques.overfitting`: early stopping and data augmentation (FAQ 6.4),
+  a bound on memorized noisy labels, and the label-noise regime where a network memorizes.
 
 Each is a functional core plus a thin ``nn.Module``, or a :class:`~cnnlab.train.Hook` for
 :func:`~cnnlab.train.fit`. The article's own (broken) code lives in :mod:`cnnlab.article`.
@@ -32,6 +32,7 @@ from cnnlab.techniques.overfitting import (
     Augmentation,
     EarlyStopping,
     memorized_at_least,
+    noisy_regime,
     random_affine,
 )
 from cnnlab.techniques.regularization import (
@@ -72,6 +73,7 @@ __all__ = [
     "l2_penalty",
     "layer_costs",
     "memorized_at_least",
+    "noisy_regime",
     "penalized_parameters",
     "random_affine",
     "shift_image",
