@@ -244,7 +244,8 @@ def zh_overrides() -> dict:
         "cnnlab_i18n_other_label": "English",
         "nb_execution_cache_path": str(JUPYTER_CACHE),
         # the Colab button opens the Chinese notebook: <path_to_docs>/<page>.ipynb
-        "html_theme_options": {"path_to_docs": str(NOTEBOOKS.relative_to(ROOT))},
+        "html_theme_options": {"path_to_docs": str(NOTEBOOKS.relative_to(ROOT)),
+                               "search_bar_text": "搜索本书……"},
         "html_search_language": "zh",
         "html_search_options": {"dict": str(words)},
         # myst-nb's buttons of hidden cells

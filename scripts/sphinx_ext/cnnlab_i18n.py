@@ -74,6 +74,34 @@ class OutputsNotTranslatable(SphinxTransform):
                 node["classes"].append("notranslate")  # English on purpose, on either edition
 
 
+class TranslateTocCaptions(SphinxTransform):
+    """The table of contents' part captions ("Method", ...) in the page's language.
+    sphinx-external-toc inserts the toctrees (priority 100) after Sphinx's own translation
+    (priority 20), so their captions would stay English; they are messages of the root page's
+    catalog, looked up here the way Sphinx looks up the rest."""
+
+    default_priority = 101
+
+    def apply(self, **kwargs: Any) -> None:
+        if not self.config.language or self.config.language == "en":
+            return
+        from sphinx.locale import init as init_locale
+        from sphinx.util.i18n import docname_to_domain
+
+        toctrees = list(self.document.findall(addnodes.toctree))
+        if not any(t.get("caption") for t in toctrees):
+            return
+        dirs = [str(Path(self.env.srcdir) / d) for d in self.config.locale_dirs]
+        domain = docname_to_domain(self.env.docname, self.config.gettext_compact)
+        catalog, has = init_locale(dirs, self.config.language, domain)
+        if not has:
+            return
+        for toctree in toctrees:
+            if toctree.get("caption"):
+                caption = catalog.gettext(toctree["caption"])
+                toctree["caption"] = toctree["rawcaption"] = caption
+
+
 def _patch_glue_text_role() -> None:
     """Answers ``{glue:text}`key``` in a document without a notebook renderer (a translated
     message's re-parse) with a pending reference to the current document's glue data."""
@@ -196,6 +224,7 @@ def setup(app: Any) -> dict[str, Any]:
     app.add_config_value("cnnlab_i18n_other_label", "", "html")
     app.add_config_value("cnnlab_i18n_glue_catalog", "", "env")  # empty: no glue translation
     app.add_transform(OutputsNotTranslatable)
+    app.add_transform(TranslateTocCaptions)
     app.add_post_transform(TranslateGluedText)
     app.connect("build-finished", report_missed)
     _patch_glue_text_role()
