@@ -8,10 +8,9 @@ the stock tools do not do, done here:
 1. **Glued numbers inside translated text.** myst-nb re-parses a translated message with the
    plain MyST parser, which has no glue data, so ``{glue:text}`key``` in a Chinese paragraph
    would render empty with the warning "No key ... found in glue data for this document". Where
-   a document has no notebook renderer (that re-parse), the role is answered with a pending
-   reference to the current document's own glue data (the form ``{glue:text}`page.md::key```
-   takes), which myst-nb resolves when the page is written: the same value, from the same
-   execution, as on the English page.
+   a document has no notebook renderer (that re-parse), the role pastes the value from the
+   glue data myst-nb wrote when it parsed the page's notebook just before: the same value, from
+   the same execution, as on the English page.
 2. **Outputs are not text to translate.** Everything a code cell printed (tables, numbers), the
    API reference's docstrings, and any block in a ``{container} notranslate`` directive (the
    glossary's two columns) is marked untranslatable, so the catalogs hold prose only and do not
@@ -114,6 +113,20 @@ def _patch_glue_text_role() -> None:
     def run(self: Any) -> Any:
         env = getattr(self.document.settings, "env", None)
         if env is not None and "nb_renderer" not in self.document and "::" not in self.text:
+            # The page's notebook was parsed (and its glue data written) before the
+            # translation transform: paste the value now, as the role does on English pages
+            # (a pending reference would also work in prose, but not in a heading, whose text
+            # Sphinx reads before pending references are resolved).
+            from myst_nb.core.variables import format_plain_text
+            from myst_nb.ext.glue.crossref import read_glue_cache
+
+            key, _, fmt = self.text.partition(":")
+            data = read_glue_cache(env.mystnb_config.output_folder, env.docname).get(key)
+            if data and "text/plain" in data.get("data", {}):
+                text = format_plain_text(data["data"]["text/plain"], fmt or "s")
+                node = nodes.inline(text, text, classes=["pasted-text"])
+                self.set_source_info(node)
+                return [node], []
             source = "/" + str(env.doc2path(env.docname, False))
             # the role splits a format spec off at the last ":", so the form needs one
             self.text = f"{source}::{self.text}" + ("" if ":" in self.text else ":s")
