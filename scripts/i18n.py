@@ -113,6 +113,10 @@ def catalog_problems(root: Path = CATALOGS) -> list[Problem]:
                 problems.append(Problem(rel, str(message.id), "untranslated"))
             elif diff := markup_difference(str(message.id), str(message.string)):
                 problems.append(Problem(rel, str(message.id), f"markup differs: {diff}"))
+            elif re.match(r"(\d+[.)]|[-*+>#])\s", str(message.string)):
+                problems.append(Problem(rel, str(message.id), "starts like a list item, quote "
+                                        "or heading: Markdown would not read it as a sentence "
+                                        "(escape the marker: 1\\. ...)"))
             elif emphasis(str(message.id)) != emphasis(str(message.string)):
                 problems.append(Problem(rel, str(message.id), "bold/italic differs: (bold, "
                                         f"italic) {emphasis(str(message.id))} in English, "

@@ -106,11 +106,14 @@ def test_catalog_problems_name_the_file_and_the_english_text(tmp_path: Path) -> 
                   '#, fuzzy\nmsgid "Changed."\nmsgstr "旧的。"\n\n'
                   'msgid "Acc {glue:text}`acc`."\nmsgstr "准确率。"\n\n'
                   'msgid "**You will learn:** this."\nmsgstr "**你将学到：**本书。"\n\n'
-                  'msgid "**Bold**: fine."\nmsgstr "**粗体**：好。"\n', encoding="utf8")
+                  'msgid "**Bold**: fine."\nmsgstr "**粗体**：好。"\n\n'
+                  'msgid "1. First rule"\nmsgstr "1. 第一条"\n\n'
+                  'msgid "2. Second rule"\nmsgstr "2\\\\. 第二条"\n', encoding="utf8")
     problems = i18n.catalog_problems(po)
     assert [(p.msgid, p.why.split(":")[0]) for p in problems] == [
         ("Not yet.", "untranslated"), ("Changed.", "fuzzy"), ("Acc {glue:text}`acc`.",
-         "markup differs"), ("**You will learn:** this.", "bold/italic differs")]
+         "markup differs"), ("**You will learn:** this.", "bold/italic differs"),
+        ("1. First rule", "starts like a list item, quote or heading")]
     assert all(str(po) in str(p) for p in problems)
 
 
