@@ -28,6 +28,7 @@ def _load(name: str, path: Path) -> ModuleType:
 
 i18n = _load("_book_i18n", ROOT / "scripts" / "i18n.py")
 ext = _load("_book_cnnlab_i18n", ROOT / "scripts" / "sphinx_ext" / "cnnlab_i18n.py")
+check_site = _load("_book_check_site", ROOT / "scripts" / "check_site.py")
 
 PAGES = sorted(p.relative_to(i18n.CATALOGS).with_suffix("").as_posix()
                for p in i18n.CATALOGS.rglob("*.po"))
@@ -37,15 +38,9 @@ PAGES = sorted(p.relative_to(i18n.CATALOGS).with_suffix("").as_posix()
 def test_every_page_of_the_book_has_a_catalog() -> None:
     import yaml
 
-    def files(node: object) -> list[str]:
-        if isinstance(node, dict):
-            return ([node["file"]] if "file" in node else []) + [
-                f for key in ("root", "parts", "chapters") if key in node
-                for f in (files(node[key]) if key != "root" else [node[key]])]
-        return [f for item in node for f in files(item)] if isinstance(node, list) else []
-
-    toc = files(yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf8")))
-    assert sorted(toc) == PAGES
+    toc = ROOT / "_toc.yml"
+    root = yaml.safe_load(toc.read_text(encoding="utf8"))["root"]
+    assert sorted([root, *check_site.chapters(toc)]) == PAGES
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -224,7 +224,7 @@ def add_switcher(app: Any, pagename: str, templatename: str, context: dict[str, 
     label = app.config.cnnlab_i18n_other_label
     context["header_buttons"].insert(0, {
         "type": "link", "url": switcher_url(pagename, other), "text": label,
-        "tooltip": label, "icon": "fas fa-language", "label": "cnnlab-lang"})
+        "tooltip": label, "icon": "fas fa-language", "label": SWITCHER_CLASS.removeprefix("btn-")})
 
 
 # The theme opens link buttons in a new tab; the language switcher stays in this one.
