@@ -294,3 +294,42 @@ def test_start_workers_rejects_bad_input(args, kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         start_workers(*args, **kwargs)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_weight_decay_acts_on_the_weights_only(optimizer):
+    # a learning rate of 1e-30 makes the data gradient's step vanish next to float32's rounding of
+    # each parameter, so what moves is the decay alone: with SGD, w -> w - lr * (g + wd * w) is
+    # still w; a huge decay (lr * wd = 0.5) halves every decayed parameter in one step.
+    cfg = RunConfig(train_size=64, epochs=1, width=3, batch_norm=True, batch_size=64,
+                    optimizer=optimizer, momentum=0.0, lr=1e-30, weight_decay=5e29)
+    made = {}
+
+    def make_model(config, data, seed):
+        made["model"] = default_model(config, data, seed)
+        made["before"] = {n: p.detach().clone() for n, p in made["model"].named_parameters()}
+        return made["model"]
+
+    run(cfg, 0, make_model=make_model)
+    for name, p in made["model"].named_parameters():
+        factor = 0.5 if p.ndim >= 2 else 1.0  # kernels and linear matrices halve; biases and
+        assert torch.allclose(p.detach(), factor * made["before"][name],  # BN's scales and
+                              rtol=1e-4, atol=1e-20), name                # shifts stay
+
+
+def test_runs_with_weight_decay_have_their_own_keys():
+    # runs before weights-only decay decayed every parameter: their keys differ, no other key does
+    assert "decay" not in json.dumps(cache_key(RunConfig(width=8), 0))
+    old = _hand_key_for({"weight_decay": 5e-4}, 0)
+    assert cache_key(RunConfig(weight_decay=5e-4), 0) != old
+    assert cache_key(RunConfig(weight_decay=5e-4), 0) == _hand_key_for(
+        {"weight_decay": 5e-4, "decay": "weights"}, 0)
+
+
+def _hand_key_for(config: dict, seed: int) -> str:
+    import hashlib
+
+    from cnnlab.cache import CACHE_VERSION, device_kind
+    payload = {"config": config, "seed": seed, "runner": "cnnlab.experiments.run",
+               "device": device_kind(), "version": CACHE_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]

@@ -32,7 +32,7 @@ class RunConfig:
     batch_size: int = 64  # mini-batch size
     optimizer: str = "sgd"  # "sgd" (momentum), "adam" or "adamw"
     momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 0.0  # the optimizer's own weight decay
+    weight_decay: float = 0.0  # the optimizer's weight decay, on the weights only (not biases/BN)
     l1: float = 0.0  # lambda of an L1 penalty added to the loss (0 = off)
     l2: float = 0.0  # lambda of an L2 penalty added to the loss (0 = off)
     clip_weights: float | None = None  # clamp every weight to [-r, r] after each step (None = off)

@@ -28,9 +28,16 @@ from cnnlab.data import Dataset, load_dataset, noisy_labels
 from cnnlab.models import build_model
 from cnnlab.pool import WorkerPool, WorkerState, check_pool_args, session_pool
 from cnnlab.stats import summarize
-from cnnlab.techniques import L1, L2, GradientClipping, WeightClipping, weight_stats
+from cnnlab.techniques import (
+    L1,
+    L2,
+    GradientClipping,
+    WeightClipping,
+    decay_param_groups,
+    weight_stats,
+)
 from cnnlab.techniques.overfitting import Augmentation, EarlyStopping
-from cnnlab.train import Hook, fit, progress_enabled
+from cnnlab.train import Hook, fit, make_optimizer, progress_enabled
 
 __all__ = [
     "ModelMaker",
@@ -111,6 +118,10 @@ def run(
     Every training run of the book makes its row here. A runner that trains another model, or
     trains differently, is a module-level function that calls ``run`` with the options below.
 
+    ``config.weight_decay`` decays the weights only (convolution kernels and linear matrices, via
+    :func:`~cnnlab.techniques.regularization.decay_param_groups`), not the biases and batch norm's
+    scales and shifts, as the usual recipe asks.
+
     Args:
         config: the run; validated first.
         seed: seeds the data split, the initial weights and the batch order.
@@ -136,9 +147,13 @@ def run(
     config.validate()
     data = load_for(config, seed)
     model = (make_model or default_model)(config, data, seed).to(device_kind())
+    optimizer: str | torch.optim.Optimizer = config.optimizer
+    if config.weight_decay:  # decay the weights, not the biases and normalization parameters
+        optimizer = make_optimizer(decay_param_groups(model, config.weight_decay),
+                                   config.optimizer, lr=config.lr, momentum=config.momentum)
     hist = fit(
         model, data, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
-        optimizer=config.optimizer, momentum=config.momentum,
+        optimizer=optimizer, momentum=config.momentum,
         weight_decay=config.weight_decay, seed=seed, hooks=hooks_for(config), progress=False,
         **options,
     )
