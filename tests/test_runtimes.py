@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
@@ -47,3 +48,48 @@ def test_cost_text_in_seconds_and_probe_runs():
         "make book: 8 min 12 s = 984 probe runs (probe 0.50 s, measured at the start)")
     with pytest.raises(ValueError, match="Invalid probe time: 0"):
         cost_text("make book", 10.0, 0)
+
+
+def test_cost_text_with_a_probe_at_both_ends_uses_their_mean_and_flags_drift():
+    from cnnlab.runtimes import cost_text
+    assert cost_text("make book", 500.0, 0.5, 0.52) == (
+        "make book: 8 min 20 s = 980 probe runs (probe 0.51 s, the mean of 0.50 s at the start "
+        "and 0.52 s at the end, +4%)")
+    slow = cost_text("make test", 500.0, 0.4, 0.6)  # the machine slowed by half during the run
+    assert "= 1,000 probe runs" in slow and "+50%: the machine's speed changed" in slow
+    assert "changed" not in cost_text("x", 1.0, 1.0, 0.91)
+    with pytest.raises(ValueError, match="Invalid probe time: nan"):
+        cost_text("make book", 10.0, 0.5, float("nan"))
+
+
+def test_chapter_costs_lists_each_notebook_longest_first():
+    from cnnlab.runtimes import chapter_costs
+    assert chapter_costs({"dropout": 30.0, "choosing": 129.0}, 0.5) == [
+        "  choosing  2 min 09 s =    258 probe runs",
+        "  dropout         30 s =     60 probe runs"]
+    assert chapter_costs({}, 0.5) == []
+    with pytest.raises(ValueError, match="Invalid probe time"):
+        chapter_costs({"a": 1.0}, 0)
+
+
+def test_cost_script_lists_the_chapters_a_build_executed(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    import nbformat
+    from jupyter_cache import get_cache
+    path = Path(__file__).resolve().parent.parent / "scripts" / "cost.py"
+    spec = importlib.util.spec_from_file_location("_cost", path)
+    cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cost)
+    assert cost.executed_since(tmp_path / "none", 0.0) == {}
+    cache = get_cache(str(tmp_path / "jc"))
+    for name in ("old", "new"):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"print('{name}')")])
+        nb_path = tmp_path / f"{name}.ipynb"
+        nbformat.write(nb, nb_path)
+        if name == "new":
+            since = time.time()
+        cache.cache_notebook_file(nb_path, check_validity=False, data={"execution_seconds": 12.5})
+    assert cost.executed_since(tmp_path / "jc", since) == {"new": 12.5}
+    assert set(cost.executed_since(tmp_path / "jc", 0.0)) == {"old", "new"}

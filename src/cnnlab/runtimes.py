@@ -14,6 +14,7 @@ The stored form (a JSON file written by a measuring script) is::
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Mapping
@@ -25,7 +26,11 @@ from cnnlab.data import load_dataset
 from cnnlab.models import build_model
 from cnnlab.train import fit
 
-__all__ = ["cost_text", "format_duration", "probe_run", "runtime_text"]
+__all__ = ["DRIFT_LIMIT", "chapter_costs", "cost_text", "format_duration", "probe_run",
+           "runtime_text"]
+
+# A probe that changed by more than this between a run's start and end: its figure is uncertain.
+DRIFT_LIMIT = 0.10
 
 
 def probe_run(repeats: int = 3) -> float:
@@ -70,10 +75,37 @@ def runtime_text(runtimes: Mapping[str, Any] | None, name: str) -> str:
             "with an empty run cache")
 
 
-def cost_text(what: str, seconds: float, probe_seconds: float) -> str:
+def cost_text(what: str, seconds: float, probe_seconds: float,
+              probe_end: float | None = None) -> str:
     """A build's or test run's wall time in seconds and in probe runs, e.g. ``"make book: 8 min
-    12 s = 930 probe runs (probe 0.53 s, measured at the start)"``."""
+    12 s = 930 probe runs (probe 0.53 s, measured at the start)"``.
+
+    With ``probe_end``, the probe timed again when the work ended, the unit is the mean of the two
+    probes, and the text gives both and how much the machine's speed changed in between; beyond
+    :data:`DRIFT_LIMIT` it says that the figure is uncertain by about that much."""
+    probes = [probe_seconds] + ([] if probe_end is None else [probe_end])
+    for probe in probes:
+        if not (isinstance(probe, (int, float)) and probe > 0 and math.isfinite(probe)):
+            raise ValueError(f"Invalid probe time: {probe!r} (must be > 0 seconds)")
+    unit = statistics.fmean(probes)
+    if probe_end is None:
+        how = f"probe {probe_seconds:.2f} s, measured at the start"
+    else:
+        drift = probe_end / probe_seconds - 1
+        how = (f"probe {unit:.2f} s, the mean of {probe_seconds:.2f} s at the start and "
+               f"{probe_end:.2f} s at the end, {drift:+.0%}")
+        if abs(drift) > DRIFT_LIMIT:
+            how += (": the machine's speed changed during the run, so this figure is uncertain "
+                    "by about as much")
+    return f"{what}: {format_duration(seconds)} = {seconds / unit:,.0f} probe runs ({how})"
+
+
+def chapter_costs(seconds: Mapping[str, float], probe_seconds: float) -> list[str]:
+    """One line a notebook, e.g. ``"  choosing: 2 min 09 s = 258 probe runs"``, from each
+    notebook's execution time (``seconds``: name -> seconds, e.g. jupyter-cache's records of a
+    book build), longest first."""
     if not probe_seconds > 0:
         raise ValueError(f"Invalid probe time: {probe_seconds!r} (must be > 0 seconds)")
-    return (f"{what}: {format_duration(seconds)} = {seconds / probe_seconds:,.0f} probe runs "
-            f"(probe {probe_seconds:.2f} s, measured at the start)")
+    width = max((len(name) for name in seconds), default=0)
+    return [f"  {name:<{width}}  {format_duration(t):>10} = {t / probe_seconds:6,.0f} probe runs"
+            for name, t in sorted(seconds.items(), key=lambda item: -item[1])]
