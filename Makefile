@@ -69,16 +69,16 @@ colab: env
 sync: env
 	$(PY) scripts/sync_chapters.py
 
-# Every chapter through nbmake, run on copies in _build/nbmake (with their stored data beside
-# them, as in book/). The executed copies then go into the book build's jupyter-cache, keyed by
+# Every chapter through nbmake, run on copies in .cache/nbmake (with their stored data beside
+# them, as in book/; not under _build, whose notebooks nbmake never collects). The executed copies then go into the book build's jupyter-cache, keyed by
 # their code as the build looks a page up (scripts/notebooks.py), so `make book` after `make
 # notebooks` (as in `make test`) executes no chapter a second time. Run without MPLBACKEND, like
 # the book build, so that figures are images.
 notebooks: env
-	$(PY) scripts/notebooks.py stage _build/nbmake
+	$(PY) scripts/notebooks.py stage .cache/nbmake
 	env -u MPLBACKEND $(PY) -m pytest --nbmake --nbmake-timeout=$(NB_CELL_TIMEOUT) --overwrite \
-	  -q -p no:cacheprovider --junitxml=_build/nbmake/junit.xml _build/nbmake
-	$(PY) scripts/notebooks.py store _build/nbmake
+	  -q -p no:cacheprovider --junitxml=.cache/nbmake/junit.xml .cache/nbmake
+	$(PY) scripts/notebooks.py store .cache/nbmake
 
 # The built site as a reader sees it (run `make book` first): Playwright drives Debian's Chromium
 # over every page served on 127.0.0.1 (tests/browser/test_browser.py; skipped only where chromium

@@ -2,9 +2,9 @@
 """Run every chapter once for both nbmake and the book: `make notebooks` runs nbmake on copies of
 the chapters, then hands the executed copies to the book build's jupyter-cache.
 
-    python scripts/notebooks.py stage _build/nbmake   # copies book/*.ipynb and book/data there
-    pytest --nbmake --overwrite --junitxml=_build/nbmake/junit.xml _build/nbmake
-    python scripts/notebooks.py store _build/nbmake   # executed copies -> _build/.jupyter_cache
+    python scripts/notebooks.py stage .cache/nbmake   # copies book/*.ipynb and book/data there
+    pytest --nbmake --overwrite --junitxml=.cache/nbmake/junit.xml .cache/nbmake
+    python scripts/notebooks.py store .cache/nbmake   # executed copies -> _build/.jupyter_cache
 
 nbmake runs each chapter's ``.ipynb`` top to bottom; the book build reads the paired ``.md`` and
 looks its outputs up in jupyter-cache by a hash of its code cells (their sources and metadata, and
@@ -36,6 +36,9 @@ def stage(folder: Path, book: Path = BOOK) -> list[Path]:
     results a chapter reads beside itself). Returns the copies."""
     if folder.resolve() in (book.resolve(), ROOT):
         raise ValueError(f"Invalid staging folder: {folder} (it would replace the sources)")
+    if "_build" in folder.resolve().parts:
+        raise ValueError(f"Invalid staging folder: {folder} (nbmake collects no notebook under a "
+                         "folder named _build)")
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     copies = [Path(shutil.copy2(nb, folder)) for nb in sorted(book.glob("*.ipynb"))]

@@ -38,12 +38,14 @@ def test_stage_copies_the_chapters_and_their_data_and_never_the_book_itself(tmp_
     assert not (tmp_path / "stage" / "stale.ipynb").exists()
     with pytest.raises(ValueError, match="Invalid staging folder"):
         notebooks.stage(ROOT / "book")
+    with pytest.raises(ValueError, match="nbmake collects no notebook under a folder named _bu"):
+        notebooks.stage(tmp_path / "_build" / "nbmake")
 
 
 def test_junit_seconds_per_notebook(tmp_path):
     report = tmp_path / "junit.xml"
-    report.write_text('<testsuites><testsuite><testcase classname="_build/nbmake/a.ipynb" '
-                      'name="_build/nbmake/a.ipynb" time="12.5"/><testcase classname="b.ipynb" '
+    report.write_text('<testsuites><testsuite><testcase classname=".cache/nbmake/a.ipynb" '
+                      'name=".cache/nbmake/a.ipynb" time="12.5"/><testcase classname="b.ipynb" '
                       'name="b.ipynb" time="3"/></testsuite></testsuites>')
     assert notebooks.junit_seconds(report) == {"a": 12.5, "b": 3.0}
     assert notebooks.junit_seconds(tmp_path / "none.xml") == {}
