@@ -3,15 +3,15 @@
 
     python scripts/cost.py start book    # times a probe run, then starts the clock
     python scripts/cost.py stop book     # times the probe again; prints "make book: ... = N probe
-                                         # runs (...)" and each chapter the build executed
+                                         # runs (...)" and each chapter executed meanwhile
 
 The Makefile wraps `make book` and `make test` in these two calls (the environment's set-up is
 not counted: it happens before `start`). The probe is timed at the start and again at the end, on
 the same machine in the same hour, and the unit is their mean: the figure in probe runs does not
 depend on how fast the machine was, and where the machine's speed changed during the work (the
-two probes differ by more than 10%), the line says so. For `make book`, the chapters that the build
-executed are listed with their execution time from jupyter-cache's records (with a run cache that
-nbmake filled first, as in `make test`, that is their cost with their training runs cached).
+two probes differ by more than 10%), the line says so. Then each chapter executed meanwhile is
+listed with its execution time from jupyter-cache's records: by the book build, or by nbmake in
+`make notebooks` (scripts/notebooks.py stores nbmake's time with each executed chapter).
 """
 
 from __future__ import annotations
@@ -61,12 +61,12 @@ def main(argv: list[str] | None = None) -> None:
     seconds = time.time() - state["start"]
     probe_end = probe_run()
     print(cost_text(f"make {args.name}", seconds, state["probe_seconds"], probe_end))
-    if args.name == "book":
-        chapters = executed_since(JUPYTER_CACHE, state["start"])
-        unit = (state["probe_seconds"] + probe_end) / 2
-        print(f"chapters executed by this build ({len(chapters)}):" if chapters else
-              "no chapter was executed by this build (all came from jupyter-cache)")
-        print("\n".join(chapter_costs(chapters, unit)))
+    chapters = executed_since(JUPYTER_CACHE, state["start"])
+    unit = (state["probe_seconds"] + probe_end) / 2
+    print(f"chapters executed by `make {args.name}` ({len(chapters)}, by nbmake or the book "
+          "build):" if chapters else f"`make {args.name}` executed no chapter (all came from "
+          "jupyter-cache)")
+    print("\n".join(chapter_costs(chapters, unit)))
 
 
 if __name__ == "__main__":
