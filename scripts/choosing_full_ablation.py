@@ -1,5 +1,5 @@
 """Regenerate book/data/ablation_full.json: the ablation of book/choosing.ipynb trained on the
-whole Fashion-MNIST training split (58,000 images after the 2,000-image validation hold-out).
+whole Fashion-MNIST training split (everything but the chapter's validation hold-out).
 
 It is too slow for the page's time limit on a 2-core CPU, so the page reads the stored result.
 From the repository root (any machine; runs on a GPU when PyTorch sees one)::
@@ -7,11 +7,12 @@ From the repository root (any machine; runs on a GPU when PyTorch sees one)::
     python scripts/choosing_full_ablation.py --workers 12 --seeds 5 \\
         --out book/data/ablation_full.json
 
-The techniques are the chapter's own: its ``TECHNIQUES = {...}`` is read from book/choosing.md, so
-the two never differ. Every (configuration, seed) is trained by
-``cnnlab.experiments.run_cached`` (cached under CNNLAB_CACHE, so an interrupted run resumes) in a
-``cnnlab.pool.WorkerPool`` of ``--workers`` processes (one torch thread each); the output file is
-rewritten after each finished run, so a run stopped early leaves the finished rows behind.
+The techniques and the validation hold-out are the chapter's own: its ``TECHNIQUES = {...}`` and
+``VAL_SIZE`` are read from book/choosing.md, so the two never differ. Every (configuration, seed)
+is trained by ``cnnlab.experiments.run_cached`` (cached under CNNLAB_CACHE, so an interrupted run
+resumes) in a ``cnnlab.pool.WorkerPool`` of ``--workers`` processes (one torch thread each); the
+output file is rewritten after each finished run, so a run stopped early leaves the finished rows
+behind.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import ast
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -29,15 +31,25 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.config import RunConfig
-from cnnlab.data import load_dataset
 from cnnlab.evaluation import ablation_configs
-from cnnlab.experiments import run_cached
+from cnnlab.experiments import load_for, run_cached
 from cnnlab.perf import hardware_summary
 from cnnlab.pool import WorkerPool
 
 # The same recipe as the page's small-data ablation, on all training images.
 BASE = RunConfig("fashion_mnist", train_size=None, width=8, epochs=12, lr=0.05, batch_size=64)
 CHAPTER = Path(__file__).resolve().parent.parent / "book" / "choosing.md"
+# The chapter's validation hold-out on Fashion-MNIST, read from its line
+# ``VAL_SIZE = None if DATASET == "digits" else 500``.
+VAL_SIZE_LINE = re.compile(r'^VAL_SIZE = None if DATASET == "digits" else (\d+)\b', re.M)
+
+
+def chapter_val_size(path: Path) -> int:
+    """The validation images the chapter's runs hold out on Fashion-MNIST (its ``VAL_SIZE``)."""
+    found = VAL_SIZE_LINE.findall(path.read_text(encoding="utf8"))
+    if len(found) != 1:
+        raise ValueError(f"{path} has {len(found)} lines like '{VAL_SIZE_LINE.pattern}' (need one)")
+    return int(found[0])
 
 
 def chapter_literal(path: Path, name: str) -> Any:
@@ -76,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("book/data/ablation_full.json"))
     args = parser.parse_args(argv)
 
-    base = RunConfig(**{**BASE.to_dict(), "train_size": args.train_size, "epochs": args.epochs})
+    base = RunConfig(**{**BASE.to_dict(), "train_size": args.train_size, "epochs": args.epochs,
+                        "val_size": chapter_val_size(CHAPTER)})
     configs = ablation_configs(base, chapter_literal(CHAPTER, "TECHNIQUES"))
     if args.only:
         unknown = set(args.only) - set(configs)
@@ -92,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers,
         "seeds": args.seeds,
         "configs": {name: c.to_dict() for name, c in configs.items()},
-        "train_images": len(load_dataset(base.dataset, train_size=base.train_size).train[1]),
+        "train_images": len(load_for(base, 0).train[1]),  # the split the runs train on
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []

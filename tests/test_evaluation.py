@@ -235,6 +235,36 @@ def test_the_full_ablation_script_reads_the_chapters_techniques() -> None:
         "+early stopping": replace(small, early_stopping=3), "all together": every}
 
 
+def test_the_full_ablation_script_holds_out_the_chapters_validation_images(tmp_path) -> None:
+    script = _full_ablation_script()
+    assert script.chapter_val_size(script.CHAPTER) == 500  # the chapter's VAL_SIZE
+    md = tmp_path / "ch.md"
+    md.write_text('x\nVAL_SIZE = None if DATASET == "digits" else 750  # note\n')
+    assert script.chapter_val_size(md) == 750
+    md.write_text("VAL_SIZE = 500\n")
+    with pytest.raises(ValueError, match="0 lines like"):
+        script.chapter_val_size(md)
+
+
+def test_the_stored_full_ablation_is_the_scripts_recipe_with_equal_seeds() -> None:
+    import json
+    script = _full_ablation_script()
+    stored = json.loads((script.CHAPTER.parent / "data" / "ablation_full.json").read_text())
+    base = replace(script.BASE, val_size=script.chapter_val_size(script.CHAPTER))
+    configs = ablation_configs(base, script.chapter_literal(script.CHAPTER, "TECHNIQUES"))
+    seeds = {name: sorted(r["seed"] for r in stored["rows"] if r["name"] == name)
+             for name in configs}
+    assert seeds == {name: list(range(stored["meta"]["seeds"])) for name in configs}
+    n = stored["meta"]["seeds"]
+    assert n >= 5 and len(stored["rows"]) == n * len(configs)  # no seed twice
+    for row in stored["rows"]:  # each row is its configuration, trained as the script says
+        assert {k: row[k] for k in configs[row["name"]].to_dict()} == \
+            configs[row["name"]].to_dict(), row["name"]
+        assert 0 < row["train_eval_acc"] <= 1 and row["gap"] == pytest.approx(
+            row["train_eval_acc"] - row["test_acc"])
+    assert stored["meta"]["train_images"] == 60_000 - base.val_size
+
+
 def test_chapter_literal_finds_one_literal_assignment(tmp_path: Path) -> None:
     chapter_literal = _full_ablation_script().chapter_literal
     md = tmp_path / "ch.md"
