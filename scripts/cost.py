@@ -71,12 +71,10 @@ def alive(pid: int) -> bool:
 
 
 def read_samples(path: Path) -> list[float]:
-    """The probe times a sampler wrote to ``path``, one a line (none if it wrote nothing). A last
-    line without its newline (the sampler was stopped while writing it) is left out."""
+    """The probe times a sampler wrote to ``path`` (none if it wrote nothing)."""
     if not path.exists():
         return []
-    lines = path.read_text().split("\n")[:-1]  # complete lines only
-    return [float(line) for line in lines if line]
+    return [float(line) for line in path.read_text().split() if line]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -127,11 +127,3 @@ def _cost_script():
     cost = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cost)
     return cost
-
-
-def test_read_samples_skips_a_line_cut_off_by_the_stop(tmp_path):
-    cost = _cost_script()
-    path = tmp_path / "s"
-    assert cost.read_samples(path) == []
-    path.write_text("0.5123\n0.6001\n0.")  # stopped while writing the third
-    assert cost.read_samples(path) == [0.5123, 0.6001]
