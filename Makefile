@@ -48,7 +48,7 @@ system-deps:
 # every page; executed notebooks still come from jupyter-cache, so that takes seconds.
 BOOK_TOC ?=
 book: env
-	$(PY) scripts/cost.py start book --watch $$PPID
+	$(PY) scripts/cost.py start book
 	env -u MPLBACKEND $(VENV)/bin/jupyter-book build . --warningiserror --keep-going \
 	  $(if $(BOOK_TOC),--toc $(BOOK_TOC)) || { rm -rf _build/.doctrees; exit 1; }
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
@@ -90,7 +90,7 @@ browser: env
 # Everything: unit tests, the Colab and local routes, every chapter through nbmake, the book build,
 # the browser test.
 test: env
-	$(PY) scripts/cost.py start test --watch $$PPID
+	$(PY) scripts/cost.py start test
 	$(MAKE) unit
 	$(MAKE) colab
 	$(MAKE) notebooks

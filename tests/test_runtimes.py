@@ -44,33 +44,22 @@ def test_probe_run_is_a_real_training_run() -> None:
 
 def test_cost_text_in_seconds_and_probe_runs():
     from cnnlab.runtimes import cost_text
-    assert cost_text("make book", 492.0, [0.5]) == (
-        "make book: 8 min 12 s = 984 probe runs (probe 0.50 s, timed once at the start)")
+    assert cost_text("make book", 492.0, 0.5) == (
+        "make book: 8 min 12 s = 984 probe runs (probe 0.50 s, measured at the start)")
     with pytest.raises(ValueError, match="Invalid probe time: 0"):
-        cost_text("make book", 10.0, [0])
-    with pytest.raises(ValueError, match="Invalid probes: none"):
-        cost_text("make book", 10.0, [])
+        cost_text("make book", 10.0, 0)
 
 
-def test_cost_text_uses_the_median_of_the_probes_timed_through_the_run():
+def test_cost_text_with_a_probe_at_both_ends_uses_their_mean_and_flags_drift():
     from cnnlab.runtimes import cost_text
-    # one slow probe at the start (a busy minute) does not move the unit
-    assert cost_text("make book", 500.0, [0.96, 0.5, 0.52, 0.49, 0.5]) == (
-        "make book: 8 min 20 s = 1,000 probe runs (probe 0.50 s: the median of 5 timed through "
-        "the run, 0.49-0.96 s)")
+    assert cost_text("make book", 500.0, 0.5, 0.52) == (
+        "make book: 8 min 20 s = 980 probe runs (probe 0.51 s, the mean of 0.50 s at the start "
+        "and 0.52 s at the end, +4%)")
+    slow = cost_text("make test", 500.0, 0.4, 0.6)  # the machine slowed by half during the run
+    assert "= 1,000 probe runs" in slow and "+50%: the machine's speed changed" in slow
+    assert "changed" not in cost_text("x", 1.0, 1.0, 0.91)
     with pytest.raises(ValueError, match="Invalid probe time: nan"):
-        cost_text("make book", 10.0, [0.5, float("nan")])
-
-
-def test_sample_probes_times_a_probe_run_until_told_to_stop(tmp_path):
-    from cnnlab.runtimes import sample_probes
-    answers = iter([True, True, False])
-    path = tmp_path / "samples"
-    assert sample_probes(path, interval=0, keep_going=lambda: next(answers)) == 2
-    times = [float(t) for t in path.read_text().split()]
-    assert len(times) == 2 and all(0 < t < 60 for t in times)
-    with pytest.raises(ValueError, match="Invalid interval: -1"):
-        sample_probes(path, interval=-1)
+        cost_text("make book", 10.0, 0.5, float("nan"))
 
 
 def test_chapter_costs_lists_each_notebook_longest_first():
@@ -84,9 +73,15 @@ def test_chapter_costs_lists_each_notebook_longest_first():
 
 
 def test_cost_script_lists_the_chapters_a_build_executed(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
     import nbformat
     from jupyter_cache import get_cache
-    cost = _cost_script()
+    path = Path(__file__).resolve().parent.parent / "scripts" / "cost.py"
+    spec = importlib.util.spec_from_file_location("_cost", path)
+    cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cost)
     assert cost.executed_since(tmp_path / "none", 0.0) == {}
     cache = get_cache(str(tmp_path / "jc"))
     for name in ("old", "new"):
@@ -98,32 +93,3 @@ def test_cost_script_lists_the_chapters_a_build_executed(tmp_path):
         cache.cache_notebook_file(nb_path, check_validity=False, data={"execution_seconds": 12.5})
     assert cost.executed_since(tmp_path / "jc", since) == {"new": 12.5}
     assert set(cost.executed_since(tmp_path / "jc", 0.0)) == {"old", "new"}
-
-
-@pytest.mark.slow
-def test_cost_script_samples_the_probe_while_the_work_runs(tmp_path, capsys):
-    import os
-    cost = _cost_script()
-    cost.main(["start", "job", "--watch", str(os.getpid()), "--state", str(tmp_path)])
-    state = __import__("json").loads((tmp_path / "job.json").read_text())
-    deadline = time.time() + 60
-    while not (tmp_path / "job.samples").exists() and time.time() < deadline:
-        time.sleep(0.5)  # the sampler's first probe run
-    cost.main(["stop", "job", "--state", str(tmp_path)])
-    out = capsys.readouterr().out
-    assert "make job: " in out and "probe runs (probe" in out and "timed through the run" in out
-    assert not (tmp_path / "job.json").exists() and not (tmp_path / "job.samples").exists()
-    deadline = time.time() + 30
-    while cost.alive(state["sampler"]) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not cost.alive(state["sampler"])  # stopped with the work
-
-
-def _cost_script():
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parent.parent / "scripts" / "cost.py"
-    spec = importlib.util.spec_from_file_location("_cost", path)
-    cost = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cost)
-    return cost

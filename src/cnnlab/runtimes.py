@@ -15,10 +15,9 @@ The stored form (a JSON file written by a measuring script) is::
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -27,25 +26,22 @@ from cnnlab.data import load_dataset
 from cnnlab.models import build_model
 from cnnlab.train import fit
 
-__all__ = ["chapter_costs", "cost_text", "format_duration", "probe_run", "runtime_text",
-           "sample_probes"]
+__all__ = ["DRIFT_LIMIT", "chapter_costs", "cost_text", "format_duration", "probe_run",
+           "runtime_text"]
+
+# A probe that changed by more than this between a run's start and end: its figure is uncertain.
+DRIFT_LIMIT = 0.10
 
 
-def probe_run(repeats: int = 3, *, warmup: bool = True) -> float:
+def probe_run(repeats: int = 3) -> float:
     """Seconds of the probe run (median of ``repeats``): a width-16 :class:`SmallCNN` trained for
-    6 epochs on scikit-learn's digits (always available offline), batch 32, one thread.
-
-    ``warmup`` first trains one untimed epoch: the first training in a process pays a one-time
-    start-up (about 2 s here, three times a whole probe run) that is not the machine's speed."""
+    6 epochs on scikit-learn's digits (always available offline), batch 32, one thread."""
     if repeats < 1:
         raise ValueError(f"Invalid repeats value: {repeats} (must be >= 1)")
     data = load_dataset("digits", seed=0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        if warmup:
-            model = build_model(data.input_shape, data.num_classes, seed=0, width=16)
-            fit(model, data, epochs=1, lr=0.05, batch_size=32, seed=0, progress=False)
         times = []
         for _ in range(repeats):
             model = build_model(data.input_shape, data.num_classes, seed=0, width=16)
@@ -55,28 +51,6 @@ def probe_run(repeats: int = 3, *, warmup: bool = True) -> float:
     finally:
         torch.set_num_threads(threads)
     return statistics.median(times)
-
-
-def sample_probes(path: str | os.PathLike, *, interval: float = 15.0,
-                  keep_going: Callable[[], bool] = lambda: True) -> int:
-    """Time one probe run every ``interval`` seconds while ``keep_going()`` is true, appending
-    each time (seconds, one a line) to the file ``path``. Returns the number of samples.
-
-    A machine's speed changes within minutes (on the book's machine, consecutive probe runs ten
-    seconds apart differed by up to 1.7x), so a probe timed only at the start of a long build
-    says little about the build; sampled through it, the median does (see :func:`cost_text`).
-    One probe run every 15 s keeps one core busy about 4% of the time."""
-    if not (isinstance(interval, (int, float)) and interval >= 0 and math.isfinite(interval)):
-        raise ValueError(f"Invalid interval: {interval!r} (must be a number of seconds >= 0)")
-    probe_run(repeats=1)  # the process's one-time start-up, untimed
-    n = 0
-    while keep_going():
-        seconds = probe_run(repeats=1, warmup=False)
-        with open(path, "a", encoding="utf8") as f:
-            f.write(f"{seconds:.4f}\n")
-        n += 1
-        time.sleep(interval)
-    return n
 
 
 def format_duration(seconds: float) -> str:
@@ -101,21 +75,28 @@ def runtime_text(runtimes: Mapping[str, Any] | None, name: str) -> str:
             "with an empty run cache")
 
 
-def cost_text(what: str, seconds: float, probes: Sequence[float]) -> str:
-    """A build's or test run's wall time in seconds and in probe runs, e.g. ``"make book: 1 min
-    30 s = 145 probe runs (probe 0.62 s: the median of 7 timed through the run, 0.51-0.96 s)"``.
+def cost_text(what: str, seconds: float, probe_seconds: float,
+              probe_end: float | None = None) -> str:
+    """A build's or test run's wall time in seconds and in probe runs, e.g. ``"make book: 8 min
+    12 s = 930 probe runs (probe 0.53 s, measured at the start)"``.
 
-    ``probes``: the probe's times through the work (at its start, every so often while it ran,
-    at its end); the unit is their median."""
-    if not probes:
-        raise ValueError("Invalid probes: none (time at least one probe run)")
+    With ``probe_end``, the probe timed again when the work ended, the unit is the mean of the two
+    probes, and the text gives both and how much the machine's speed changed in between; beyond
+    :data:`DRIFT_LIMIT` it says that the figure is uncertain by about that much."""
+    probes = [probe_seconds] + ([] if probe_end is None else [probe_end])
     for probe in probes:
         if not (isinstance(probe, (int, float)) and probe > 0 and math.isfinite(probe)):
             raise ValueError(f"Invalid probe time: {probe!r} (must be > 0 seconds)")
-    unit = statistics.median(probes)
-    how = (f"probe {unit:.2f} s, timed once at the start" if len(probes) == 1 else
-           f"probe {unit:.2f} s: the median of {len(probes)} timed through the run, "
-           f"{min(probes):.2f}-{max(probes):.2f} s")
+    unit = statistics.fmean(probes)
+    if probe_end is None:
+        how = f"probe {probe_seconds:.2f} s, measured at the start"
+    else:
+        drift = probe_end / probe_seconds - 1
+        how = (f"probe {unit:.2f} s, the mean of {probe_seconds:.2f} s at the start and "
+               f"{probe_end:.2f} s at the end, {drift:+.0%}")
+        if abs(drift) > DRIFT_LIMIT:
+            how += (": the machine's speed changed during the run, so this figure is uncertain "
+                    "by about as much")
     return f"{what}: {format_duration(seconds)} = {seconds / unit:,.0f} probe runs ({how})"
 
 
