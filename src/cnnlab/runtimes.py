@@ -33,15 +33,21 @@ __all__ = ["DRIFT_LIMIT", "chapter_costs", "cost_text", "format_duration", "prob
 DRIFT_LIMIT = 0.10
 
 
-def probe_run(repeats: int = 3) -> float:
+def probe_run(repeats: int = 3, *, warmup: bool = True) -> float:
     """Seconds of the probe run (median of ``repeats``): a width-16 :class:`SmallCNN` trained for
-    6 epochs on scikit-learn's digits (always available offline), batch 32, one thread."""
+    6 epochs on scikit-learn's digits (always available offline), batch 32, one thread.
+
+    ``warmup`` first trains one untimed epoch: the first training in a process pays a one-time
+    start-up (about 2 s here, three times a whole probe run) that is not the machine's speed."""
     if repeats < 1:
         raise ValueError(f"Invalid repeats value: {repeats} (must be >= 1)")
     data = load_dataset("digits", seed=0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        if warmup:
+            model = build_model(data.input_shape, data.num_classes, seed=0, width=16)
+            fit(model, data, epochs=1, lr=0.05, batch_size=32, seed=0, progress=False)
         times = []
         for _ in range(repeats):
             model = build_model(data.input_shape, data.num_classes, seed=0, width=16)
