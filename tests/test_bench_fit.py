@@ -2,12 +2,10 @@
 controlled clock, and its printed ratios against the printed rates (no timing is asserted)."""
 
 import copy
-import importlib.util
 import math
 import re
 import statistics
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -17,15 +15,12 @@ from scipy import stats
 from torch import nn
 from torch.testing import assert_close
 
-BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_fit.py"
+from .scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench_fit():
-    spec = importlib.util.spec_from_file_location("bench_fit", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_fit.py")
 
 
 class FakeClock:

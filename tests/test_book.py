@@ -7,35 +7,25 @@ The checks of the *built* site are in tests/browser/ (``make browser``, after ``
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import nbformat
 import pytest
 import yaml
 
+from .scripts import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf8"))
 TOC = ROOT / "_toc.yml"
-
-
-def _script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_book_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-sync = _script("sync_chapters")
-check_site = _script("check_site")
-vendor = _script("vendor_assets")
+sync = load_script("sync_chapters")
+check_site = load_script("check_site")
+vendor = load_script("vendor_assets")
 
 CHAPTERS = sync.chapters()  # book/*.md that are notebooks
 NOTEBOOKS = [md.with_suffix(".ipynb") for md in CHAPTERS]
@@ -423,10 +413,7 @@ def test_the_landing_page_table_covers_every_chapter() -> None:
 
 
 def test_the_landing_page_is_reread_whenever_a_chapter_is() -> None:
-    spec = importlib.util.spec_from_file_location(
-        "cnnlab_cross_glue", ROOT / "scripts" / "sphinx_ext" / "cnnlab_cross_glue.py")
-    ext = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ext)
+    ext = load_script("scripts/sphinx_ext/cnnlab_cross_glue.py")
     assert CONFIG["sphinx"]["config"]["cnnlab_cross_glue_pages"] == ["book/intro"]
     assert "cnnlab_cross_glue" in CONFIG["sphinx"]["local_extensions"]
 

@@ -3,7 +3,6 @@ the published-benchmark reader."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +27,8 @@ from cnnlab.evaluation import (
     stratified_k_fold,
 )
 from cnnlab.models import build_model
+
+from .scripts import load_script
 
 CALLS: list[tuple[float, int]] = []
 
@@ -210,11 +211,7 @@ def test_ablation_configs_rejects_bad_techniques(techniques, match) -> None:
 
 
 def _full_ablation_script() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "scripts" / "choosing_full_ablation.py"
-    spec = importlib.util.spec_from_file_location("_choosing_full_ablation", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("choosing_full_ablation")
 
 
 def test_the_full_ablation_script_reads_the_chapters_techniques() -> None:

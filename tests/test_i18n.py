@@ -6,29 +6,20 @@ round-trips)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from .scripts import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-i18n = _load("_book_i18n", ROOT / "scripts" / "i18n.py")
-ext = _load("_book_cnnlab_i18n", ROOT / "scripts" / "sphinx_ext" / "cnnlab_i18n.py")
-check_site = _load("_book_check_site", ROOT / "scripts" / "check_site.py")
+i18n = load_script("i18n")
+ext = load_script("scripts/sphinx_ext/cnnlab_i18n.py")
+check_site = load_script("check_site")
 
 PAGES = sorted(p.relative_to(i18n.CATALOGS).with_suffix("").as_posix()
                for p in i18n.CATALOGS.rglob("*.po"))

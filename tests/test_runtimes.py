@@ -9,6 +9,8 @@ import pytest
 
 from cnnlab.runtimes import format_duration, probe_run, runtime_text
 
+from .scripts import load_script
+
 STORED = {"meta": {"cores": 2, "hardware": "x"},
           "notebooks": {"dropout": {"seconds": 125.4, "probe_seconds": 1.25}}}
 
@@ -73,15 +75,9 @@ def test_chapter_costs_lists_each_notebook_longest_first():
 
 
 def test_cost_script_lists_the_chapters_a_build_executed(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
     import nbformat
     from jupyter_cache import get_cache
-    path = Path(__file__).resolve().parent.parent / "scripts" / "cost.py"
-    spec = importlib.util.spec_from_file_location("_cost", path)
-    cost = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cost)
+    cost = load_script("cost")
     assert cost.executed_since(tmp_path / "none", 0.0) == {}
     cache = get_cache(str(tmp_path / "jc"))
     for name in ("old", "new"):
