@@ -47,6 +47,15 @@ def test_keys_are_pinned():
                      4) == "e007693141e21baddb2ef11b"
 
 
+def test_runs_with_weight_decay_have_their_own_keys():
+    # weight decay used to act on every parameter and now acts on the weights only: the runs
+    # with decay get keys of their own (they retrain), no other key changes
+    assert cache_key(RunConfig(width=8), 0) == _hand_key({"width": 8}, 0)
+    assert cache_key(RunConfig(weight_decay=5e-4), 0) != _hand_key({"weight_decay": 5e-4}, 0)
+    assert cache_key(RunConfig(weight_decay=5e-4), 0) == _hand_key(
+        {"weight_decay": 5e-4, "decay": "weights"}, 0)
+
+
 def test_the_default_runner_is_experiments_run():
     assert runner_name(None) == runner_name(run) == "cnnlab.experiments.run"
     assert cache_key(RunConfig(), 0) == cache_key(RunConfig(), 0, run)

@@ -316,20 +316,3 @@ def test_weight_decay_acts_on_the_weights_only(optimizer):
         assert torch.allclose(p.detach(), factor * made["before"][name],  # BN's scales and
                               rtol=1e-4, atol=1e-20), name                # shifts stay
 
-
-def test_runs_with_weight_decay_have_their_own_keys():
-    # runs before weights-only decay decayed every parameter: their keys differ, no other key does
-    assert "decay" not in json.dumps(cache_key(RunConfig(width=8), 0))
-    old = _hand_key_for({"weight_decay": 5e-4}, 0)
-    assert cache_key(RunConfig(weight_decay=5e-4), 0) != old
-    assert cache_key(RunConfig(weight_decay=5e-4), 0) == _hand_key_for(
-        {"weight_decay": 5e-4, "decay": "weights"}, 0)
-
-
-def _hand_key_for(config: dict, seed: int) -> str:
-    import hashlib
-
-    from cnnlab.cache import CACHE_VERSION, device_kind
-    payload = {"config": config, "seed": seed, "runner": "cnnlab.experiments.run",
-               "device": device_kind(), "version": CACHE_VERSION}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]

@@ -86,8 +86,8 @@ def _normalized(config: dict[str, Any]) -> dict[str, Any]:
         if value == default and type(value) is type(default):
             continue
         out[key] = value
-    if out.get("weight_decay"):  # since version 4, decay acts on the weights only (before: on
-        out["decay"] = "weights"  # every parameter): those runs retrain, no other run does
+    if out.get("weight_decay"):  # decay acts on the weights only (it acted on every parameter
+        out["decay"] = "weights"  # before): the runs with decay retrain, no other run does
     return out
 
 
