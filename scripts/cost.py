@@ -22,7 +22,7 @@ import json
 import time
 from pathlib import Path
 
-from cnnlab.runtimes import chapter_costs, cost_text, probe_run
+from cnnlab.runtimes import chapter_costs, cost_text, probe_run, probe_unit
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".cache" / "cost"
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     probe_end = probe_run()
     print(cost_text(f"make {args.name}", seconds, state["probe_seconds"], probe_end))
     chapters = executed_since(JUPYTER_CACHE, state["start"])
-    unit = (state["probe_seconds"] + probe_end) / 2
+    unit = probe_unit(state["probe_seconds"], probe_end)
     print(f"chapters executed by `make {args.name}` ({len(chapters)}, by nbmake or the book "
           "build):" if chapters else f"`make {args.name}` executed no chapter (all came from "
           "jupyter-cache)")

@@ -64,6 +64,14 @@ def test_cost_text_with_a_probe_at_both_ends_uses_their_mean_and_flags_drift():
         cost_text("make book", 10.0, 0.5, float("nan"))
 
 
+def test_probe_unit_is_the_start_probe_or_the_mean_of_both_ends():
+    from cnnlab.runtimes import probe_unit
+    assert probe_unit(0.5) == 0.5 and probe_unit(0.4, 0.6) == pytest.approx(0.5)
+    for bad in (0, -1.0, float("inf"), "0.5"):
+        with pytest.raises(ValueError, match="Invalid probe time"):
+            probe_unit(0.5, bad)
+
+
 def test_chapter_costs_lists_each_notebook_longest_first():
     from cnnlab.runtimes import chapter_costs
     assert chapter_costs({"dropout": 30.0, "choosing": 129.0}, 0.5) == [

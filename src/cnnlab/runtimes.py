@@ -27,7 +27,7 @@ from cnnlab.models import build_model
 from cnnlab.train import fit
 
 __all__ = ["DRIFT_LIMIT", "chapter_costs", "cost_text", "format_duration", "probe_run",
-           "runtime_text"]
+           "probe_unit", "runtime_text"]
 
 # A probe that changed by more than this between a run's start and end: its figure is uncertain.
 DRIFT_LIMIT = 0.10
@@ -81,19 +81,27 @@ def runtime_text(runtimes: Mapping[str, Any] | None, name: str) -> str:
             "with an empty run cache")
 
 
+def probe_unit(probe_seconds: float, probe_end: float | None = None) -> float:
+    """The seconds one probe run stands for: the probe timed at the start, or the mean of it and
+    ``probe_end`` (the probe timed again at the end). Raises ``ValueError`` for a time that is
+    not a positive number."""
+    probes = [probe_seconds] + ([] if probe_end is None else [probe_end])
+    for probe in probes:
+        if not (isinstance(probe, (int, float)) and probe > 0 and math.isfinite(probe)):
+            raise ValueError(f"Invalid probe time: {probe!r} (must be > 0 seconds)")
+    return statistics.fmean(probes)
+
+
 def cost_text(what: str, seconds: float, probe_seconds: float,
               probe_end: float | None = None) -> str:
     """A build's or test run's wall time in seconds and in probe runs, e.g. ``"make book: 8 min
     12 s = 930 probe runs (probe 0.53 s, measured at the start)"``.
 
     With ``probe_end``, the probe timed again when the work ended, the unit is the mean of the two
-    probes, and the text gives both and how much the machine's speed changed in between; beyond
-    :data:`DRIFT_LIMIT` it says that the figure is uncertain by about that much."""
-    probes = [probe_seconds] + ([] if probe_end is None else [probe_end])
-    for probe in probes:
-        if not (isinstance(probe, (int, float)) and probe > 0 and math.isfinite(probe)):
-            raise ValueError(f"Invalid probe time: {probe!r} (must be > 0 seconds)")
-    unit = statistics.fmean(probes)
+    probes (:func:`probe_unit`), and the text gives both and how much the machine's speed changed
+    in between; beyond :data:`DRIFT_LIMIT` it says that the figure is uncertain by about that
+    much."""
+    unit = probe_unit(probe_seconds, probe_end)
     if probe_end is None:
         how = f"probe {probe_seconds:.2f} s, measured at the start"
     else:
@@ -109,9 +117,8 @@ def cost_text(what: str, seconds: float, probe_seconds: float,
 def chapter_costs(seconds: Mapping[str, float], probe_seconds: float) -> list[str]:
     """One line a notebook, e.g. ``"  choosing: 2 min 09 s = 258 probe runs"``, from each
     notebook's execution time (``seconds``: name -> seconds, e.g. jupyter-cache's records of a
-    book build), longest first."""
-    if not probe_seconds > 0:
-        raise ValueError(f"Invalid probe time: {probe_seconds!r} (must be > 0 seconds)")
+    book build), longest first; ``probe_seconds`` is the unit (:func:`probe_unit`)."""
+    probe_unit(probe_seconds)  # validates it
     width = max((len(name) for name in seconds), default=0)
     return [f"  {name:<{width}}  {format_duration(t):>10} = {t / probe_seconds:6,.0f} probe runs"
             for name, t in sorted(seconds.items(), key=lambda item: -item[1])]
