@@ -70,10 +70,11 @@ sync: env
 	$(PY) scripts/sync_chapters.py
 
 # Every chapter through nbmake, run on copies in .cache/nbmake (with their stored data beside
-# them, as in book/; not under _build, whose notebooks nbmake never collects). The executed copies then go into the book build's jupyter-cache, keyed by
-# their code as the build looks a page up (scripts/notebooks.py), so `make book` after `make
-# notebooks` (as in `make test`) executes no chapter a second time. Run without MPLBACKEND, like
-# the book build, so that figures are images.
+# them, as in book/; not under _build, whose notebooks nbmake never collects). The executed
+# copies then go into the book build's jupyter-cache, keyed by their code as the build looks a
+# page up (scripts/notebooks.py), so `make book` after `make notebooks` (as in `make test`)
+# executes no chapter a second time. Run without MPLBACKEND, like the book build, so that
+# figures are images.
 notebooks: env
 	$(PY) scripts/notebooks.py stage .cache/nbmake
 	env -u MPLBACKEND $(PY) -m pytest --nbmake --nbmake-timeout=$(NB_CELL_TIMEOUT) --overwrite \

@@ -103,7 +103,8 @@ class TranslateTocCaptions(SphinxTransform):
 
 def _patch_glue_text_role() -> None:
     """Answers ``{glue:text}`key``` in a document without a notebook renderer (a translated
-    message's re-parse) with a pending reference to the current document's glue data."""
+    message's re-parse) with the value from the current document's glue data, pasted at once;
+    a key missing there gets a pending reference to it, resolved when the page is written."""
     from myst_nb.ext.glue import roles
 
     if getattr(roles.PasteTextRole.run, "_cnnlab_i18n", False):
