@@ -316,3 +316,15 @@ def test_weight_decay_acts_on_the_weights_only(optimizer):
         assert torch.allclose(p.detach(), factor * made["before"][name],  # BN's scales and
                               rtol=1e-4, atol=1e-20), name                # shifts stay
 
+
+
+def test_right_label_share_counts_the_labels_label_noise_left_right():
+    from cnnlab.experiments import right_label_share
+    from cnnlab.techniques import noisy_regime
+    config = noisy_regime("digits")
+    noisy, clean = load_for(config, 1).train[1], load_for(RunConfig(**{
+        **config.to_dict(), "label_noise": 0.0}), 1).train[1]
+    share = right_label_share(config, 1)
+    assert share == pytest.approx(int((noisy == clean).sum()) / len(clean))
+    assert 0.55 < share < 0.75  # 40% replaced, about a tenth of those by their own class
+    assert right_label_share(RunConfig(train_size=100), 0) == 1.0

@@ -48,6 +48,7 @@ __all__ = [
     "default_workers",
     "hooks_for",
     "load_for",
+    "right_label_share",
     "run",
     "run_cached",
     "run_jobs",
@@ -91,6 +92,15 @@ def load_for(config: RunConfig, seed: int) -> Dataset:
         data = replace(data, train=(x, noisy_labels(y, config.label_noise, data.num_classes,
                                                     gen)))
     return data
+
+
+def right_label_share(config: RunConfig, seed: int) -> float:
+    """The share of the training labels of ``config``'s run ``seed`` that are still right: with
+    label noise, a replaced label gets its own class back one time in ``num_classes``, so about
+    ``1 - label_noise * (1 - 1 / num_classes)`` (1.0 without label noise)."""
+    noisy = load_for(config, seed).train[1]
+    clean = load_for(replace(config, label_noise=0.0), seed).train[1]  # same images, true labels
+    return float((noisy == clean).float().mean())
 
 
 def default_model(config: RunConfig, data: Dataset, seed: int) -> nn.Module:

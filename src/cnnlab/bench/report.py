@@ -17,6 +17,7 @@ from cnnlab.bench.core import DDP_PARALLEL, DDP_SINGLE, DDP_THREADS, Result, tim
 from cnnlab.bench.run import PARTS, update_results
 from cnnlab.bench.step import STEP_NCHW
 from cnnlab.perf import Ratio
+from cnnlab.tables import and_list
 
 # ----------------------------------------------------------------------------- the table
 
@@ -382,16 +383,13 @@ def ratios_text(ratios: Sequence[Ratio], labels: Sequence[str], *, above: str, b
         return (f"{r.value:.2f}x (95% CI {r.low:.2f}x to {r.high:.2f}x)" if r.decision is not None
                 else f"{r.value:.2f}x (no interval)")
 
-    def join(items: Sequence[str]) -> str:
-        return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-    points = join([f"{ci(r)} at {label}" for r, label in zip(ratios, labels)])
+    points = and_list([f"{ci(r)} at {label}" for r, label in zip(ratios, labels)])
     counts = sorted({r.n for r in ratios})
     reps = "/".join(str(c) for c in counts) + f" repeat{'s' if counts[-1] != 1 else ''} each"
     groups: dict[str, list[str]] = {}
     for r, label in zip(ratios, labels):
         groups.setdefault(r.word(above, below), []).append(label)
-    verdicts = ("; ".join(f"{word} at {join(where)}" for word, where in groups.items())
+    verdicts = ("; ".join(f"{word} at {and_list(where)}" for word, where in groups.items())
                 if len(groups) > 1 else f"{next(iter(groups))} at each")
     return f"{points}{' ' + unit if unit else ''} ({reps}): {verdicts}"
 
