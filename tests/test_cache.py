@@ -32,6 +32,8 @@ def test_the_key_hashes_only_the_fields_away_from_their_default():
     assert cache_key(RunConfig(dropout=0.5, augment=True), 0) == _hand_key(
         {"dropout": 0.5, "augment": True}, 0)
     assert cache_key(RunConfig(l2=0), 0) == cache_key(RunConfig(l2=0.0), 0)  # int or float
+    assert cache_key(RunConfig(lr_schedule="constant"), 0) == _hand_key({}, 0)  # added later
+    assert cache_key(RunConfig(lr_schedule="cosine"), 0) == _hand_key({"lr_schedule": "cosine"}, 0)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the pinned keys are the CPU ones")

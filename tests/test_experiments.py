@@ -9,6 +9,7 @@ from cnnlab.cache import cache_key
 from cnnlab.config import RunConfig
 from cnnlab.experiments import (
     default_model,
+    hooks_for,
     load_for,
     run,
     run_cached,
@@ -328,3 +329,16 @@ def test_right_label_share_counts_the_labels_label_noise_left_right():
     assert share == pytest.approx(int((noisy == clean).sum()) / len(clean))
     assert 0.55 < share < 0.75  # 40% replaced, about a tenth of those by their own class
     assert right_label_share(RunConfig(train_size=100), 0) == 1.0
+
+
+def test_an_lr_schedule_is_a_hook_over_the_configs_epochs():
+    from cnnlab.train import CosineLR
+    (schedule,) = hooks_for(RunConfig(epochs=7, lr_schedule="cosine"))
+    assert isinstance(schedule, CosineLR) and schedule.epochs == 7
+    assert hooks_for(RunConfig(lr_schedule="constant")) == []
+
+
+@pytest.mark.parametrize("value", ["step", None, "Cosine"])
+def test_an_unknown_lr_schedule_is_named(value):
+    with pytest.raises(ValueError, match=f"Invalid lr_schedule value: {value!r}"):
+        RunConfig(lr_schedule=value).validate()

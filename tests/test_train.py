@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cnnlab.models import build_model
-from cnnlab.train import History, Hook, evaluate, fit, make_optimizer, progress_enabled
+from cnnlab.train import CosineLR, History, Hook, evaluate, fit, make_optimizer, progress_enabled
 
 
 def small(digits, **kw):
@@ -93,6 +93,51 @@ class StopAfter(Hook):
 def test_a_hook_can_stop_training(digits):
     hist = fit(small(digits), digits, epochs=5, lr=0.05, hooks=[StopAfter(2)])
     assert hist.epochs == 2 and hist.stopped_early
+
+
+class LrRecorder(Hook):
+    """The learning rate of every step, per epoch (hooks run in list order: put it first)."""
+
+    def __init__(self):
+        self.epochs = [[]]
+
+    def on_fit_start(self, model, optimizer):
+        self.optimizer = optimizer
+
+    def after_step(self, model):
+        self.epochs[-1].append(self.optimizer.param_groups[0]["lr"])
+
+    def on_epoch_end(self, model, history):
+        self.epochs.append([])
+        return False
+
+
+def test_cosine_lr_lowers_the_rate_between_epochs_along_half_a_cosine(digits):
+    rec, lr = LrRecorder(), 0.08
+    fit(small(digits), digits, epochs=4, lr=lr, hooks=[rec, CosineLR(4)])
+    rates = [sorted(set(epoch)) for epoch in rec.epochs[:-1]]  # one rate within each epoch
+    assert rates == [[pytest.approx(lr * f)] for f in (1.0, (2 + 2 ** 0.5) / 4, 0.5,
+                                                        (2 - 2 ** 0.5) / 4)]
+    constant = LrRecorder()
+    fit(small(digits), digits, epochs=2, lr=lr, hooks=[constant])
+    assert {r for epoch in constant.epochs for r in epoch} == {lr}
+
+
+def test_cosine_lr_scales_each_parameter_group_from_its_own_rate(digits):
+    model = small(digits)
+    groups = [{"params": [model.fc2.weight], "lr": 0.1},
+              {"params": [p for n, p in model.named_parameters() if n != "fc2.weight"]}]
+    opt = make_optimizer(groups, "sgd", lr=0.02)
+    schedule = CosineLR(2)
+    fit(model, digits, epochs=2, lr=0.02, optimizer=opt, hooks=[schedule])
+    # after the last epoch: the rate of an epoch index 2 of 2 (zero), from each group's own start
+    assert schedule.base == [0.1, 0.02] and [g["lr"] for g in opt.param_groups] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("epochs", [0, -1, 2.5, True])
+def test_cosine_lr_rejects_bad_epochs(epochs):
+    with pytest.raises(ValueError, match=f"Invalid epochs value: {epochs!r}"):
+        CosineLR(epochs)
 
 
 class AddConstant(Hook):

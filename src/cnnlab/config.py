@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RunConfig", "Row", "Runner"]
+__all__ = ["LR_SCHEDULES", "RunConfig", "Row", "Runner"]
+
+LR_SCHEDULES = ("constant", "cosine")  # RunConfig.lr_schedule's values (cnnlab.train.CosineLR)
 
 Row = dict[str, Any]  # one run's results (JSON-ready)
 Runner = Callable[["RunConfig", int], Row]  # trains one (config, seed)
@@ -41,6 +43,8 @@ class RunConfig:
     early_stopping: int | None = None  # patience in epochs; restores the best weights (None = off)
     # share of the training labels replaced by a random class (validation and test stay clean)
     label_noise: float = 0.0
+    # the learning rate over the epochs: "constant", or "cosine" (from lr down along half a cosine)
+    lr_schedule: str = "constant"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -60,6 +64,9 @@ class RunConfig:
             raise ValueError(f"Invalid dropout value: {self.dropout} (must be in [0, 1))")
         if not self.lr > 0:
             raise ValueError(f"Invalid learning rate: {self.lr} (must be > 0)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"Invalid lr_schedule value: {self.lr_schedule!r} (must be one of "
+                             f"{', '.join(map(repr, LR_SCHEDULES))})")
         if not isinstance(self.augment, bool):
             raise ValueError(f"Invalid augment value: {self.augment!r} (must be True or False)")
         if self.val_size is not None and (isinstance(self.val_size, bool)

@@ -37,7 +37,7 @@ from cnnlab.techniques import (
     weight_stats,
 )
 from cnnlab.techniques.overfitting import Augmentation, EarlyStopping
-from cnnlab.train import Hook, fit, make_optimizer, progress_enabled
+from cnnlab.train import CosineLR, Hook, fit, make_optimizer, progress_enabled
 
 __all__ = [
     "ModelMaker",
@@ -77,6 +77,8 @@ def hooks_for(config: RunConfig) -> list[Hook]:
         hooks.append(Augmentation())
     if config.early_stopping is not None:
         hooks.append(EarlyStopping(config.early_stopping))
+    if config.lr_schedule == "cosine":
+        hooks.append(CosineLR(config.epochs))
     return hooks
 
 

@@ -33,6 +33,7 @@ from cnnlab.data import Dataset
 
 __all__ = [
     "STAGES",
+    "CosineLR",
     "History",
     "Hook",
     "evaluate",
@@ -74,6 +75,35 @@ class Hook:
 
     def on_fit_end(self, model: nn.Module, history: History) -> None:
         """Called once when training ends (also after divergence or an early stop)."""
+
+
+class CosineLR(Hook):
+    """The learning rate along half a cosine over ``epochs`` epochs: epoch ``e`` (from 0) trains
+    at ``lr * (1 + cos(pi * e / epochs)) / 2`` of each parameter group's starting rate, so the
+    first epoch at the full rate and the last at a small fraction of it (``RunConfig``'s
+    ``lr_schedule="cosine"``). The rate changes between epochs, not within one."""
+
+    def __init__(self, epochs: int) -> None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"Invalid epochs value: {epochs!r} (must be an int >= 1)")
+        self.epochs = epochs
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.base: list[float] = []
+
+    def factor(self, epoch: int) -> float:
+        """The share of the starting rate that epoch ``epoch`` (from 0) trains at."""
+        return (1 + math.cos(math.pi * min(epoch, self.epochs) / self.epochs)) / 2
+
+    def on_fit_start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self.base = [group["lr"] for group in optimizer.param_groups]
+
+    def on_epoch_end(self, model: nn.Module, history: History) -> bool:
+        if self.optimizer is not None:
+            share = self.factor(len(history.train_loss))  # the epochs done = the next's index
+            for group, base in zip(self.optimizer.param_groups, self.base):
+                group["lr"] = base * share
+        return False
 
 
 @dataclass
