@@ -77,6 +77,30 @@ def _write(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def train_and_store(jobs: list[tuple[str, RunConfig, int]], workers: int, dataset: str,
+                    out: Path, meta: dict) -> list[dict]:
+    """Train every ``(name, config, seed)`` of ``jobs`` with ``run_cached`` in a pool of
+    ``workers`` processes, rewriting ``out`` (``{"meta": meta, "rows": [...]}``) after each
+    finished run, so that a run stopped early leaves its finished rows behind."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    start = time.perf_counter()
+    with WorkerPool(workers, (dataset,)) as pool:  # shut down on exit, even Ctrl-C
+        futures = {pool.submit(run_cached, config, seed): (name, seed)
+                   for name, config, seed in jobs}
+        for fut in as_completed(futures):
+            name, seed = futures[fut]
+            row = {**fut.result(), "name": name}
+            row.pop("weights", None)  # weight statistics are not used by the page
+            rows.append(row)
+            meta["wall_seconds"] = round(time.perf_counter() - start, 1)
+            _write(out, {"meta": meta, "rows": rows})
+            print(f"[{meta['wall_seconds']:7.1f}s] {len(rows)}/{len(jobs)} {name} seed {seed}: "
+                  f"test {row['test_acc']:.4f}, {row['train_time']:.1f}s, "
+                  f"{len(row['history']['val_loss'])} epochs", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -99,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(name, config, seed) for seed in range(args.seeds)  # seed-major: a run stopped
             for name, config in configs.items()]               # early keeps every config even
     meta = {
-        "command": "python scripts/choosing_full_ablation.py " + shlex.join(sys.argv[1:]),
+        "command": "python scripts/choosing_full_ablation.py " + shlex.join(
+            sys.argv[1:] if argv is None else argv),
         "hardware": hardware_summary(),
         "python": platform.python_version(),
         "workers": args.workers,
@@ -107,22 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "configs": {name: c.to_dict() for name, c in configs.items()},
         "train_images": len(load_for(base, 0).train[1]),  # the split the runs train on
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
-    start = time.perf_counter()
-    with WorkerPool(args.workers, (base.dataset,)) as pool:  # shut down on exit, even Ctrl-C
-        futures = {pool.submit(run_cached, config, seed): (name, seed)
-                   for name, config, seed in jobs}
-        for fut in as_completed(futures):
-            name, seed = futures[fut]
-            row = {**fut.result(), "name": name}
-            row.pop("weights", None)  # weight statistics are not used by the page
-            rows.append(row)
-            meta["wall_seconds"] = round(time.perf_counter() - start, 1)
-            _write(args.out, {"meta": meta, "rows": rows})
-            print(f"[{meta['wall_seconds']:7.1f}s] {len(rows)}/{len(jobs)} {name} seed {seed}: "
-                  f"test {row['test_acc']:.4f}, {row['train_time']:.1f}s, "
-                  f"{len(row['history']['val_loss'])} epochs", flush=True)
+    train_and_store(jobs, args.workers, base.dataset, args.out, meta)
     return 0
 
 
