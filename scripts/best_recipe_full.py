@@ -20,18 +20,19 @@ file is rewritten after each finished run.
 from __future__ import annotations
 
 import argparse
-import platform
-import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from choosing_full_ablation import CHAPTER, chapter_val_size, train_and_store  # noqa: E402
+from choosing_full_ablation import (  # noqa: E402
+    CHAPTER,
+    chapter_val_size,
+    run_meta,
+    train_and_store,
+)
 
 from cnnlab.config import RunConfig  # noqa: E402
-from cnnlab.experiments import load_for  # noqa: E402
-from cnnlab.perf import hardware_summary  # noqa: E402
 
 # Batch norm (the ablation's best on validation) at width 32 (32 and 64 channels, as in the
 # article), dropout 0.25 before both fully connected layers, weight decay on the weights,
@@ -56,20 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1 or args.workers < 1:
         parser.error(f"--seeds {args.seeds} and --workers {args.workers} must be >= 1")
     configs = recipes()
-    first = next(iter(configs.values()))
-    meta = {
-        "command": "python scripts/best_recipe_full.py " + shlex.join(
-            sys.argv[1:] if argv is None else argv),
-        "hardware": hardware_summary(),
-        "python": platform.python_version(),
-        "workers": args.workers,
-        "seeds": args.seeds,
-        "configs": {name: config.to_dict() for name, config in configs.items()},
-        "train_images": len(load_for(first, 0).train[1]),  # the split the runs train on
-    }
+    meta = run_meta(Path(__file__).name, argv, args.workers, args.seeds, configs)
     jobs = [(name, config, seed) for seed in range(args.seeds)  # seed-major: a regeneration
             for name, config in configs.items()]               # stopped early keeps both even
-    train_and_store(jobs, args.workers, first.dataset, args.out, meta)
+    train_and_store(jobs, args.workers, next(iter(configs.values())).dataset, args.out, meta)
     return 0
 
 

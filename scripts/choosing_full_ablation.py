@@ -77,6 +77,24 @@ def _write(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def run_meta(script: str, argv: list[str] | None, workers: int, seeds: int,
+             configs: dict[str, RunConfig]) -> dict:
+    """The stored file's ``meta``: the command (``scripts/<script>`` with ``argv``, else this
+    process's arguments), the hardware, Python, workers, seeds, each configuration, and the size
+    of the training split the runs train on (of the first configuration)."""
+    first = next(iter(configs.values()))
+    return {
+        "command": f"python scripts/{script} " + shlex.join(sys.argv[1:] if argv is None
+                                                            else argv),
+        "hardware": hardware_summary(),
+        "python": platform.python_version(),
+        "workers": workers,
+        "seeds": seeds,
+        "configs": {name: c.to_dict() for name, c in configs.items()},
+        "train_images": len(load_for(first, 0).train[1]),  # the split the runs train on
+    }
+
+
 def train_and_store(jobs: list[tuple[str, RunConfig, int]], workers: int, dataset: str,
                     out: Path, meta: dict) -> list[dict]:
     """Train every ``(name, config, seed)`` of ``jobs`` with ``run_cached`` in a pool of
@@ -122,16 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = {name: c for name, c in configs.items() if name in args.only}
     jobs = [(name, config, seed) for seed in range(args.seeds)  # seed-major: a run stopped
             for name, config in configs.items()]               # early keeps every config even
-    meta = {
-        "command": "python scripts/choosing_full_ablation.py " + shlex.join(
-            sys.argv[1:] if argv is None else argv),
-        "hardware": hardware_summary(),
-        "python": platform.python_version(),
-        "workers": args.workers,
-        "seeds": args.seeds,
-        "configs": {name: c.to_dict() for name, c in configs.items()},
-        "train_images": len(load_for(base, 0).train[1]),  # the split the runs train on
-    }
+    meta = run_meta(Path(__file__).name, argv, args.workers, args.seeds, configs)
     train_and_store(jobs, args.workers, base.dataset, args.out, meta)
     return 0
 
