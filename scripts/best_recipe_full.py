@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = run_meta(Path(__file__).name, argv, args.workers, args.seeds, configs)
     jobs = [(name, config, seed) for seed in range(args.seeds)  # seed-major: a regeneration
             for name, config in configs.items()]               # stopped early keeps both even
-    train_and_store(jobs, args.workers, next(iter(configs.values())).dataset, args.out, meta)
+    train_and_store(jobs, args.workers, args.out, meta)
     return 0
 
 

@@ -95,15 +95,17 @@ def run_meta(script: str, argv: list[str] | None, workers: int, seeds: int,
     }
 
 
-def train_and_store(jobs: list[tuple[str, RunConfig, int]], workers: int, dataset: str,
-                    out: Path, meta: dict) -> list[dict]:
+def train_and_store(jobs: list[tuple[str, RunConfig, int]], workers: int, out: Path,
+                    meta: dict) -> list[dict]:
     """Train every ``(name, config, seed)`` of ``jobs`` with ``run_cached`` in a pool of
-    ``workers`` processes, rewriting ``out`` (``{"meta": meta, "rows": [...]}``) after each
-    finished run, so that a run stopped early leaves its finished rows behind."""
+    ``workers`` processes (each warmed with the jobs' datasets), rewriting ``out``
+    (``{"meta": meta, "rows": [...]}``) after each finished run, so that a run stopped early
+    leaves its finished rows behind."""
     out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     start = time.perf_counter()
-    with WorkerPool(workers, (dataset,)) as pool:  # shut down on exit, even Ctrl-C
+    datasets = tuple(dict.fromkeys(config.dataset for _, config, _ in jobs))
+    with WorkerPool(workers, datasets) as pool:  # shut down on exit, even Ctrl-C
         futures = {pool.submit(run_cached, config, seed): (name, seed)
                    for name, config, seed in jobs}
         for fut in as_completed(futures):
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(name, config, seed) for seed in range(args.seeds)  # seed-major: a run stopped
             for name, config in configs.items()]               # early keeps every config even
     meta = run_meta(Path(__file__).name, argv, args.workers, args.seeds, configs)
-    train_and_store(jobs, args.workers, base.dataset, args.out, meta)
+    train_and_store(jobs, args.workers, args.out, meta)
     return 0
 
 

@@ -190,3 +190,14 @@ def test_one_seed_claims_no_interval():
     assert ci_text(s) == "80.0% (1 seed: no interval)"
     assert ci_text({"t": 1.0, "t_low": math.nan, "t_high": math.nan, "n": 3}, "t",
                    percent=False) == "1.0 (no interval)"
+
+
+def test_goal_status_is_met_only_when_the_whole_interval_meets_the_goal():
+    from cnnlab.stats import goal_status
+    assert goal_status(0.930, 0.932, ">=", 0.93) == "met"  # the low end on the threshold
+    assert goal_status(0.925, 0.935, ">=", 0.93) == "undecided"
+    assert goal_status(0.920, 0.929, ">=", 0.93) == "missed"
+    assert goal_status(2.4, 2.4, "<=", 3.0) == "met"  # a figure without an interval
+    assert goal_status(2.9, 3.1, "<", 3.0) == "undecided"
+    with pytest.raises(ValueError, match="Invalid comparison: '=>'"):
+        goal_status(1, 2, "=>", 1.5)

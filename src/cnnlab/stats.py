@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -42,6 +43,7 @@ __all__ = [
     "ALPHA",
     "CHANCE",
     "COLLAPSE_MARGIN",
+    "COMPARISONS",
     "Comparison",
     "Sweep",
     "adjust",
@@ -51,6 +53,7 @@ __all__ = [
     "collapsed",
     "compare_paired",
     "compare_rows",
+    "goal_status",
     "confidence_interval",
     "hashable",
     "holm",
@@ -414,3 +417,19 @@ def timing_verdict(low: float, high: float, *, faster: str = "faster",
     if low > 1:
         return slower
     return "no measurable difference on this machine"
+
+
+# figure <comparison> threshold: a goal's comparisons (goal_status, cnnlab.bench.report.Goal)
+COMPARISONS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+
+
+def goal_status(low: float, high: float, comparison: str, threshold: float) -> str:
+    """A figure's 95% interval ``[low, high]`` against a goal ``figure <comparison> threshold``:
+    ``"met"`` when the whole interval meets it, ``"missed"`` when none of it does,
+    ``"undecided"`` when the interval holds the threshold. A figure without an interval passes
+    its value as both ends."""
+    if comparison not in COMPARISONS:
+        raise ValueError(f"Invalid comparison: {comparison!r} (choose from {list(COMPARISONS)})")
+    met = [bool(COMPARISONS[comparison](end, threshold)) for end in (low, high)]
+    return "met" if all(met) else "missed" if not any(met) else "undecided"

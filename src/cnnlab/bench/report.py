@@ -6,9 +6,8 @@ and their intervals (:func:`check_goals`)."""
 from __future__ import annotations
 
 import math
-import operator
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -17,6 +16,7 @@ from cnnlab.bench.core import DDP_PARALLEL, DDP_SINGLE, DDP_THREADS, Result, tim
 from cnnlab.bench.run import PARTS, update_results
 from cnnlab.bench.step import STEP_NCHW
 from cnnlab.perf import Ratio
+from cnnlab.stats import COMPARISONS, goal_status
 from cnnlab.tables import and_list
 
 # ----------------------------------------------------------------------------- the table
@@ -256,10 +256,6 @@ def _ok(part: Result | None) -> bool:
     return bool(part) and "skipped" not in part
 
 
-_COMPARISONS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
-
-
 @dataclass(frozen=True)
 class Goal:
     """A target for one figure of a benchmark result (:func:`check_goals`), e.g.
@@ -278,9 +274,9 @@ class Goal:
     interval: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.comparison not in _COMPARISONS:
+        if self.comparison not in COMPARISONS:
             raise ValueError(f"Invalid comparison: {self.comparison!r} (choose from "
-                             f"{list(_COMPARISONS)})")
+                             f"{list(COMPARISONS)})")
         for name, path, empty_ok in (("key", self.key, False), ("interval", self.interval, True)):
             if (not isinstance(path, tuple) or (not path and not empty_ok)
                     or not all(isinstance(k, str) for k in path)):
@@ -340,10 +336,8 @@ def check_goals(res: Result, goals: Sequence[Goal]) -> list[GoalCheck]:
         ci = _find(part, goal.interval) if goal.interval else None
         low, high = (ci if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci
                      else (None, None))
-        test = _COMPARISONS[goal.comparison]
-        ends = [value] if low is None else [low, high]
-        met = [bool(test(x, goal.threshold)) for x in ends]
-        status = "met" if all(met) else "missed" if not any(met) else "undecided"
+        status = goal_status(value if low is None else low, value if high is None else high,
+                             goal.comparison, goal.threshold)
         out.append(GoalCheck(goal.description, value, low, high, status))
     return out
 
