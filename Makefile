@@ -34,8 +34,10 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml scripts/install-p
 system-deps:
 	bash scripts/system-deps.sh all
 
-# The book (_build/html): executes every chapter (jupyter-cache in _build/.jupyter_cache: a rebuild
-# re-runs only notebooks whose code changed), fails on any cell error and on any Sphinx warning
+# The book (_build/html): first every chapter with no run of its code in the book's jupyter-cache
+# (_build/.jupyter_cache) runs through nbmake as in `make notebooks` (a rebuild re-runs only
+# chapters whose code changed; after `make notebooks`, as in `make test`, none), then the build
+# reads every chapter's outputs from that cache, fails on any cell error and on any Sphinx warning
 # (-W; --keep-going reports them all first), then checks the site offline: internal links and
 # anchors, no traceback or warning in an output, chapter page weights (scripts/check_site.py).
 # MPLBACKEND is unset for the build so that ipykernel picks its inline backend and figures appear
@@ -46,12 +48,16 @@ system-deps:
 # A failed build forgets Sphinx's environment (_build/.doctrees): Sphinx warns only while it reads
 # a page, so an incremental rebuild would skip the failing page and pass. The next build re-reads
 # every page; executed notebooks still come from jupyter-cache, so that takes seconds.
+# scripts/cost.py times the target in probe runs, with a probe between its parts.
 BOOK_TOC ?=
 book: env
-	$(PY) scripts/cost.py start book
+	$(PY) scripts/cost.py start book "chapters not in jupyter-cache"
+	$(MAKE) notebooks STAGE_ARGS="--not-cached$(if $(BOOK_TOC), --toc $(BOOK_TOC))"
+	$(PY) scripts/cost.py mark "book build"
 	env -u MPLBACKEND $(VENV)/bin/jupyter-book build . --warningiserror --keep-going \
 	  $(if $(BOOK_TOC),--toc $(BOOK_TOC)) || { rm -rf _build/.doctrees; exit 1; }
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
+	$(PY) scripts/cost.py mark "中文版 build, site checks"
 	$(PY) scripts/i18n.py build $(if $(BOOK_TOC),--toc $(BOOK_TOC))
 	$(PY) scripts/check_site.py $(if $(BOOK_TOC),--toc $(BOOK_TOC))
 	$(PY) scripts/cost.py stop book
@@ -74,12 +80,17 @@ sync: env
 # copies then go into the book build's jupyter-cache, keyed by their code as the build looks a
 # page up (scripts/notebooks.py), so `make book` after `make notebooks` (as in `make test`)
 # executes no chapter a second time. Run without MPLBACKEND, like the book build, so that
-# figures are images.
+# figures are images. STAGE_ARGS="--not-cached" runs only the chapters not yet in that cache
+# (as `make book` does), nothing when there is none. With scripts/ on the path, `-p cost` takes a
+# probe run before each chapter while `make book` or `make test` is being timed (scripts/cost.py).
+STAGE_ARGS ?=
 notebooks: env
-	$(PY) scripts/notebooks.py stage .cache/nbmake
-	env -u MPLBACKEND $(PY) -m pytest --nbmake --nbmake-timeout=$(NB_CELL_TIMEOUT) --overwrite \
-	  -q -p no:cacheprovider --junitxml=.cache/nbmake/junit.xml .cache/nbmake
-	$(PY) scripts/notebooks.py store .cache/nbmake
+	$(PY) scripts/notebooks.py stage .cache/nbmake $(STAGE_ARGS)
+	if compgen -G ".cache/nbmake/*.ipynb" > /dev/null; then \
+	  env -u MPLBACKEND PYTHONPATH=scripts $(PY) -m pytest -p cost --nbmake \
+	    --nbmake-timeout=$(NB_CELL_TIMEOUT) --overwrite -q -p no:cacheprovider \
+	    --junitxml=.cache/nbmake/junit.xml .cache/nbmake && \
+	  $(PY) scripts/notebooks.py store .cache/nbmake; fi
 
 # The built site as a reader sees it (run `make book` first): Playwright drives Debian's Chromium
 # over every page served on 127.0.0.1 (tests/browser/test_browser.py; skipped only where chromium
@@ -91,11 +102,13 @@ browser: env
 # Everything: unit tests, the Colab and local routes, every chapter through nbmake, the book build,
 # the browser test.
 test: env
-	$(PY) scripts/cost.py start test
+	$(PY) scripts/cost.py start test "unit tests"
 	$(MAKE) unit
+	$(PY) scripts/cost.py mark "Colab tests"
 	$(MAKE) colab
 	$(MAKE) notebooks
 	$(MAKE) book
+	$(PY) scripts/cost.py mark "browser tests"
 	$(MAKE) browser
 	$(PY) scripts/cost.py stop test
 

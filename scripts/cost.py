@@ -1,32 +1,100 @@
 #!/usr/bin/env python3
 """Print what a make target cost, in seconds and in probe runs (cnnlab.runtimes.probe_run).
 
-    python scripts/cost.py start book    # times a probe run, then starts the clock
-    python scripts/cost.py stop book     # times the probe again; prints "make book: ... = N probe
-                                         # runs (...)" and each chapter executed meanwhile
+    python scripts/cost.py start book LABEL  # a probe run, then the clock starts on LABEL's work
+    python scripts/cost.py mark LABEL        # a probe run between two parts of the work
+    python scripts/cost.py stop book         # a last probe; prints "make book: ... = N probe
+                                             # runs (...)" and each part's own figure
+    pytest -p cost --nbmake ...              # (scripts/ on the path) a mark before each chapter
 
-The Makefile wraps `make book` and `make test` in these two calls (the environment's set-up is
-not counted: it happens before `start`). The probe is timed at the start and again at the end, on
-the same machine in the same hour, and the unit is their mean: the figure in probe runs does not
-depend on how fast the machine was, and where the machine's speed changed during the work (the
-two probes differ by more than 10%), the line says so. Then each chapter executed meanwhile is
-listed with its execution time from jupyter-cache's records: by the book build, or by nbmake in
-`make notebooks` (scripts/notebooks.py stores nbmake's time with each executed chapter).
+The Makefile wraps `make book` and `make test` in ``start`` and ``stop`` (the environment's set-up
+is not counted: it happens before ``start``) and marks the parts between: the unit tests, each
+chapter nbmake runs, the book build. The machine's speed changes over minutes (the probe went
+from 0.88 s to 0.55 s during one book build), so one probe at each end cannot stand for a
+half-hour's work: each stretch between two marks is divided by the mean of the probes at its own
+two ends (cnnlab.runtimes.stretches), and the figure is their sum; the time the probes take is
+reported beside it, not counted as work. A mark is taken only while a target is open (``start``
+without ``stop``, for at most six hours), so a bare `make notebooks` takes no probe. Chapters the
+book build executed itself (whose code has no run in jupyter-cache) are listed too, with their
+execution time from jupyter-cache's records.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import time
 from pathlib import Path
 
-from cnnlab.runtimes import chapter_costs, cost_text, probe_run, probe_unit
+from cnnlab.runtimes import ProbeMark, chapter_costs, cost_text, probe_run, stretch_costs, stretches
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".cache" / "cost"
 JUPYTER_CACHE = ROOT / "_build" / ".jupyter_cache"
+OPEN_FOR = 6 * 3600  # seconds: a target started longer ago was interrupted, not still running
+
+
+def open_targets(state: Path = STATE, now: float | None = None) -> list[Path]:
+    """The state files of the targets started and not stopped (within :data:`OPEN_FOR`)."""
+    now = time.time() if now is None else now
+    out = []
+    for path in sorted(state.glob("*.json")) if state.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("open") and now - data.get("started", 0) < OPEN_FOR:
+            out.append(path)
+    return out
+
+
+def mark(label: str, state: Path = STATE, probe=probe_run) -> ProbeMark | None:
+    """Time a probe run and add it, labelled with the work that follows, to every open target;
+    ``None`` (and no probe) when no target is open."""
+    targets = open_targets(state)
+    if not targets:
+        return None
+    start = time.time()
+    seconds = probe()
+    taken = ProbeMark(start, time.time(), seconds, label)
+    for path in targets:
+        data = json.loads(path.read_text())
+        data["marks"].append(dataclasses.asdict(taken))
+        path.write_text(json.dumps(data))
+    return taken
+
+
+def start(name: str, label: str, state: Path = STATE, probe=probe_run) -> ProbeMark:
+    """Open target ``name`` (replacing an earlier one of that name) with a first mark."""
+    state.mkdir(parents=True, exist_ok=True)
+    (state / f"{name}.json").write_text(json.dumps({"open": True, "started": time.time(),
+                                                     "marks": []}))
+    return mark(label, state, probe)
+
+
+def stop(name: str, state: Path = STATE, probe=probe_run,
+         cache: Path = JUPYTER_CACHE) -> list[str]:
+    """Take the last mark, close target ``name`` and return its report's lines."""
+    path = state / f"{name}.json"
+    if path not in open_targets(state):
+        raise SystemExit(f"cost.py: `make {name}` was not started (no open {path})")
+    mark(f"after make {name}", state, probe)
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "open": False}))
+    marks = [ProbeMark(**m) for m in data["marks"]]
+    parts = stretches(marks)
+    lines = [cost_text(f"make {name}", marks), *stretch_costs(parts)]
+    labels = {part.label for part in parts}
+    by_book = {chapter: t for chapter, t in executed_since(cache, marks[0].start).items()
+               if chapter not in labels}
+    if by_book:
+        unit = sum(p.seconds for p in parts) / sum(p.runs for p in parts)
+        lines.append(f"chapters the book build executed itself ({len(by_book)}; in the lines "
+                     "above too), at the whole run's mean probe:")
+        lines += chapter_costs(by_book, unit)
+    return lines
 
 
 def executed_since(cache: Path, since: float) -> dict[str, float]:
@@ -47,26 +115,26 @@ def executed_since(cache: Path, since: float) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("start", "stop"))
-    parser.add_argument("name", help="the make target, e.g. book")
+    parser.add_argument("action", choices=("start", "mark", "stop"))
+    parser.add_argument("words", nargs="+", metavar="NAME/LABEL",
+                        help="start: the make target and the label of its first part; mark: the "
+                             "label of the part that follows; stop: the make target")
     args = parser.parse_args(argv)
-    path = STATE / f"{args.name}.json"
     if args.action == "start":
-        probe = probe_run()
-        STATE.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"start": time.time(), "probe_seconds": probe}))
-        print(f"probe run: {probe:.2f} s (the unit of `make {args.name}`'s cost)")
-        return
-    state = json.loads(path.read_text())
-    seconds = time.time() - state["start"]
-    probe_end = probe_run()
-    print(cost_text(f"make {args.name}", seconds, state["probe_seconds"], probe_end))
-    chapters = executed_since(JUPYTER_CACHE, state["start"])
-    unit = probe_unit(state["probe_seconds"], probe_end)
-    print(f"chapters executed by `make {args.name}` ({len(chapters)}, by nbmake or the book "
-          "build):" if chapters else f"`make {args.name}` executed no chapter (all came from "
-          "jupyter-cache)")
-    print("\n".join(chapter_costs(chapters, unit)))
+        name, label = args.words[0], " ".join(args.words[1:]) or args.words[0]
+        first = start(name, label)
+        print(f"probe run: {first.probe:.2f} s (the unit of `make {name}`'s cost; "
+              "probed again between its parts)")
+    elif args.action == "mark":
+        mark(" ".join(args.words))
+    else:
+        print("\n".join(stop(args.words[0])))
+
+
+# As a pytest plugin (`pytest -p cost` with scripts/ on sys.path): a mark before each notebook
+# nbmake runs, so that each chapter is its own stretch.
+def pytest_runtest_setup(item) -> None:
+    mark(Path(str(item.path)).stem, STATE, probe_run)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from cnnlab.perf import hardware_summary
-from cnnlab.runtimes import format_duration, probe_run
+from cnnlab.runtimes import format_duration, probe_run, probe_unit
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
@@ -70,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.date.today().isoformat(),
         "what": "seconds to execute the chapter's notebook top to bottom in a fresh kernel with "
                 "an empty run cache; probe_seconds: the probe run (cnnlab.runtimes.probe_run), "
-                "median of the runs just before and just after",
+                "the mean of the probes just before and just after (each the fastest of 5)",
     }
     for name in names:
         before = probe_run()
         seconds = run_cold(name)
-        probe = statistics.median([before, probe_run()])
+        probe = probe_unit(before, probe_run())
         stored["notebooks"][name] = {"seconds": round(seconds, 1),
                                      "probe_seconds": round(probe, 3)}
         print(f"{name}: {format_duration(seconds)} ({seconds / probe:.0f} probe runs of "

@@ -31,9 +31,10 @@ BOOK = ROOT / "book"
 JUPYTER_CACHE = ROOT / "_build" / ".jupyter_cache"  # jupyter-book's default (execute: cache)
 
 
-def stage(folder: Path, book: Path = BOOK) -> list[Path]:
-    """A fresh ``folder`` with a copy of each chapter notebook and of ``book/data`` (the stored
-    results a chapter reads beside itself). Returns the copies."""
+def stage(folder: Path, book: Path = BOOK, names: list[str] | None = None) -> list[Path]:
+    """A fresh ``folder`` with a copy of each chapter notebook (of those in ``names``, when
+    given) and of ``book/data`` (the stored results a chapter reads beside itself). Returns the
+    copies."""
     if folder.resolve() in (book.resolve(), ROOT):
         raise ValueError(f"Invalid staging folder: {folder} (it would replace the sources)")
     if "_build" in folder.resolve().parts:
@@ -41,10 +42,33 @@ def stage(folder: Path, book: Path = BOOK) -> list[Path]:
                          "folder named _build)")
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    copies = [Path(shutil.copy2(nb, folder)) for nb in sorted(book.glob("*.ipynb"))]
+    copies = [Path(shutil.copy2(nb, folder)) for nb in sorted(book.glob("*.ipynb"))
+              if names is None or nb.stem in names]
     if (book / "data").is_dir():
         shutil.copytree(book / "data", folder / "data")
     return copies
+
+
+def not_cached(book: Path = BOOK, cache_path: Path = JUPYTER_CACHE,
+               names: list[str] | None = None) -> list[str]:
+    """The chapters (of ``names``, when given) whose ``.md`` the book build would have to execute:
+    jupyter-cache has no run of their code, looked up the way myst-nb looks a page up."""
+    from jupyter_cache import get_cache
+    from myst_nb.core.read import read_myst_markdown_notebook
+
+    cache = get_cache(str(cache_path)) if (cache_path / "global.db").exists() else None
+    out = []
+    for nb in sorted(book.glob("*.ipynb")):
+        if names is not None and nb.stem not in names:
+            continue
+        md = read_myst_markdown_notebook((book / f"{nb.stem}.md").read_text(encoding="utf8"))
+        try:
+            if cache is None:
+                raise KeyError(nb.stem)
+            cache.match_cache_notebook(md)
+        except KeyError:
+            out.append(nb.stem)
+    return out
 
 
 def junit_seconds(report: Path) -> dict[str, float]:
@@ -107,10 +131,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("stage", "store"))
     parser.add_argument("folder", type=Path)
+    parser.add_argument("--not-cached", action="store_true",
+                        help="stage: only the chapters the book build would have to execute "
+                             "(no run of their code in its jupyter-cache)")
+    parser.add_argument("--toc", type=Path, help="stage: only the chapters of this toc")
     args = parser.parse_args(argv)
     if args.action == "stage":
-        copies = stage(args.folder)
-        print(f"staged {len(copies)} chapters in {args.folder}")
+        names = None
+        if args.toc:
+            sys.path.insert(0, str(ROOT / "scripts"))
+            from check_site import chapters
+
+            names = [Path(doc).name for doc in chapters(args.toc)]
+        if args.not_cached:
+            names = not_cached(BOOK, JUPYTER_CACHE, names)
+        copies = stage(args.folder, names=names)
+        print(f"staged {len(copies)} chapters in {args.folder}"
+              + (" (those with no run in the book's jupyter-cache)" if args.not_cached else ""))
     else:
         names = store(args.folder)
         print(f"stored {len(names)} executed chapters in {JUPYTER_CACHE.relative_to(ROOT)} "

@@ -80,3 +80,29 @@ def test_an_executed_copy_with_other_code_is_refused(tmp_path):
     nbformat.write(run, stage / f"{CHAPTER}.ipynb")
     with pytest.raises(ValueError, match="edited during the run"):
         notebooks.store(stage, cache_path=tmp_path / "jc")
+
+
+def test_make_book_runs_only_the_chapters_with_no_run_in_its_jupyter_cache(tmp_path, monkeypatch):
+    chapters = sorted(p.stem for p in (ROOT / "book").glob("*.ipynb"))
+    cache_path = tmp_path / "jc"
+    assert notebooks.not_cached(cache_path=cache_path) == chapters  # no cache yet: every one
+    assert notebooks.not_cached(cache_path=cache_path, names=[CHAPTER, "dropout"]) == [
+        CHAPTER, "dropout"]
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    nbformat.write(fake_run(nbformat.read(ROOT / "book" / f"{CHAPTER}.ipynb", as_version=4)),
+                   stage / f"{CHAPTER}.ipynb")
+    notebooks.store(stage, cache_path=cache_path)
+    assert notebooks.not_cached(cache_path=cache_path) == [c for c in chapters if c != CHAPTER]
+    copies = notebooks.stage(tmp_path / "again", names=["dropout"])
+    assert [p.name for p in copies] == ["dropout.ipynb"]
+    assert (tmp_path / "again" / "data" / "runtimes.json").is_file()
+    # the command line (`make book`): --not-cached, within a toc
+    monkeypatch.setattr(notebooks, "JUPYTER_CACHE", cache_path)
+    toc = tmp_path / "toc.yml"
+    toc.write_text(f"format: jb-book\nroot: book/intro\nchapters:\n- file: book/{CHAPTER}\n"
+                   "- file: book/dropout\n- file: book/glossary\n")
+    assert notebooks.main(["stage", str(tmp_path / "cli"), "--not-cached", "--toc", str(toc)]) == 0
+    assert [p.name for p in (tmp_path / "cli").glob("*.ipynb")] == ["dropout.ipynb"]
+    assert notebooks.main(["stage", str(tmp_path / "cli"), "--not-cached"]) == 0
+    assert len(list((tmp_path / "cli").glob("*.ipynb"))) == len(chapters) - 1
