@@ -29,12 +29,21 @@ def _group_alive(pgid: int) -> list[str]:
     return alive
 
 
+def _as_a_terminal_job() -> None:
+    """In the child, before it runs: Ctrl-C at its default, as in a terminal's job. A shell
+    without job control starts `cmd &` with SIGINT ignored, an ignored signal stays ignored
+    across exec, and Python then never raises KeyboardInterrupt: launched that way (a CI runner,
+    `nohup make test &`), these tests would test nothing about Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
     env = dict(os.environ, CNNLAB_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(ROOT / "src"),
                CNNLAB_PROGRESS="1")
     return subprocess.Popen([sys.executable, "-m", "cnnlab", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own group, like a terminal's job
+                            start_new_session=True,  # its own group, like a terminal's job
+                            preexec_fn=_as_a_terminal_job)
 
 
 def _wait_for_files(folder: Path, n: int, proc: subprocess.Popen[str], timeout: float) -> None:
@@ -117,7 +126,8 @@ def test_an_interrupted_benchmark_leaves_no_torchrun_worker(tmp_path, sig):
     proc = subprocess.Popen(  # temporary JSON path, and so its command line, names tmp_path
         [sys.executable, "-m", "cnnlab", "bench", "--parts", "ddp", "--quick",
          "--ddp-rounds", "500", "--ddp-train-size", "1000"], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_as_a_terminal_job)
     _wait_for_procs(str(tmp_path), 3, proc, timeout=120)  # torchrun and its two workers
     if sig == signal.SIGINT:
         os.killpg(proc.pid, sig)  # Ctrl-C: the terminal's job
@@ -137,7 +147,8 @@ def test_an_interrupted_torchrun_run_leaves_no_worker(tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "cnnlab.parallel", "--dataset", "digits", "--train-size", "1000", "--epochs",
          "200", "--threads", "1", "--json", str(out)], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_as_a_terminal_job)
     _wait_for_procs(str(out), 3, proc, timeout=120)
     time.sleep(2)  # the workers are training
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal that runs torchrun
