@@ -42,11 +42,15 @@ def stage(folder: Path, book: Path = BOOK, names: list[str] | None = None) -> li
                          "folder named _build)")
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    copies = [Path(shutil.copy2(nb, folder)) for nb in sorted(book.glob("*.ipynb"))
-              if names is None or nb.stem in names]
+    copies = [Path(shutil.copy2(book / f"{name}.ipynb", folder)) for name in chapters(book, names)]
     if (book / "data").is_dir():
         shutil.copytree(book / "data", folder / "data")
     return copies
+
+
+def chapters(book: Path = BOOK, names: list[str] | None = None) -> list[str]:
+    """The chapter notebooks' names in ``book`` (those in ``names``, when given), sorted."""
+    return [nb.stem for nb in sorted(book.glob("*.ipynb")) if names is None or nb.stem in names]
 
 
 def not_cached(book: Path = BOOK, cache_path: Path = JUPYTER_CACHE,
@@ -56,19 +60,19 @@ def not_cached(book: Path = BOOK, cache_path: Path = JUPYTER_CACHE,
     from jupyter_cache import get_cache
     from myst_nb.core.read import read_myst_markdown_notebook
 
-    cache = get_cache(str(cache_path)) if (cache_path / "global.db").exists() else None
-    out = []
-    for nb in sorted(book.glob("*.ipynb")):
-        if names is not None and nb.stem not in names:
-            continue
-        md = read_myst_markdown_notebook((book / f"{nb.stem}.md").read_text(encoding="utf8"))
+    if not (cache_path / "global.db").exists():
+        return chapters(book, names)
+    cache = get_cache(str(cache_path))
+
+    def cached(name: str) -> bool:
         try:
-            if cache is None:
-                raise KeyError(nb.stem)
-            cache.match_cache_notebook(md)
+            cache.match_cache_notebook(read_myst_markdown_notebook(
+                (book / f"{name}.md").read_text(encoding="utf8")))
         except KeyError:
-            out.append(nb.stem)
-    return out
+            return False
+        return True
+
+    return [name for name in chapters(book, names) if not cached(name)]
 
 
 def junit_seconds(report: Path) -> dict[str, float]:
@@ -140,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         names = None
         if args.toc:
             sys.path.insert(0, str(ROOT / "scripts"))
-            from check_site import chapters
+            from check_site import chapters as toc_chapters
 
-            names = [Path(doc).name for doc in chapters(args.toc)]
+            names = [Path(doc).name for doc in toc_chapters(args.toc)]
         if args.not_cached:
             names = not_cached(BOOK, JUPYTER_CACHE, names)
         copies = stage(args.folder, names=names)
